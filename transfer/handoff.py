@@ -1,0 +1,105 @@
+"""The KV handoff record: vLLM's ``kv_transfer_params`` as a frozen dataclass.
+
+A prefill worker runs a prompt with ``do_remote_decode`` and gets back, from vLLM's NixlConnector, the
+parameters a decode worker needs to pull the prompt's KV blocks over NIXL. pdserve carries them as a
+``KVHandoff`` everywhere (gRPC, orchestrator, decode) and turns them back into vLLM's dict only at the
+engine edge (``to_vllm``/``from_vllm``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class KVHandoff:
+    """Where a prompt's KV blocks live on the prefill side, and how much of the prompt they cover.
+
+    ``engine_id``/``host``/``port`` name the prefill engine's NIXL side channel; ``block_ids`` are the
+    prefill engine's block ids holding the prompt's KV; ``tp_size`` its tensor-parallel size.
+    ``first_token`` is the token the prefill sampled; ``num_cached_tokens`` how many prompt tokens were
+    already in the prefill worker's prefix cache; ``prompt_tokens`` the prompt length. ``lease_deadline``
+    is the wall-clock time (seconds since the epoch) after which the prefill worker frees the blocks.
+    ``extra`` keeps connector fields pdserve does not interpret (strings only), so a newer vLLM adding a
+    field round-trips unchanged.
+    """
+
+    engine_id: str
+    block_ids: tuple[int, ...]
+    host: str
+    port: int
+    tp_size: int = 1
+    first_token: int = -1
+    num_cached_tokens: int = 0
+    prompt_tokens: int = 0
+    lease_deadline: float = 0.0
+    extra: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.block_ids)
+
+    def to_vllm(self) -> dict[str, object]:
+        """The ``kv_transfer_params`` a decode request passes to vLLM (a fresh dict; caller owns it)."""
+        params: dict[str, object] = {
+            "do_remote_prefill": True,
+            "do_remote_decode": False,
+            "remote_engine_id": self.engine_id,
+            "remote_block_ids": list(self.block_ids),
+            "remote_host": self.host,
+            "remote_port": self.port,
+            "tp_size": self.tp_size,
+        }
+        for key, value in self.extra:
+            params.setdefault(key, value)
+        return params
+
+    @classmethod
+    def from_vllm(
+        cls,
+        params: Mapping[str, object],
+        *,
+        first_token: int,
+        num_cached_tokens: int,
+        prompt_tokens: int,
+        lease_deadline: float,
+    ) -> KVHandoff:
+        """Build from the ``kv_transfer_params`` vLLM returned for a finished prefill.
+
+        Raises ``ValueError`` when a required field is missing (the connector did not hold blocks).
+        """
+        try:
+            engine_id = str(params["remote_engine_id"])
+            block_ids = tuple(int(b) for b in params["remote_block_ids"])  # type: ignore[attr-defined]
+            host = str(params["remote_host"])
+            port = int(params["remote_port"])  # type: ignore[call-overload]
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"prefill returned incomplete kv_transfer_params: {dict(params)!r}") from exc
+        known = {"do_remote_prefill", "do_remote_decode", "remote_engine_id", "remote_block_ids",
+                 "remote_host", "remote_port", "tp_size"}
+        extra = tuple(sorted((k, str(v)) for k, v in params.items() if k not in known and v is not None))
+        return cls(
+            engine_id=engine_id,
+            block_ids=block_ids,
+            host=host,
+            port=port,
+            tp_size=int(params.get("tp_size", 1) or 1),  # type: ignore[call-overload]
+            first_token=first_token,
+            num_cached_tokens=num_cached_tokens,
+            prompt_tokens=prompt_tokens,
+            lease_deadline=lease_deadline,
+            extra=extra,
+        )
+
+
+def remote_decode_request_params() -> dict[str, object]:
+    """The ``kv_transfer_params`` a prefill request passes so vLLM keeps its blocks for a remote decode."""
+    return {
+        "do_remote_decode": True,
+        "do_remote_prefill": False,
+        "remote_engine_id": None,
+        "remote_block_ids": None,
+        "remote_host": None,
+        "remote_port": None,
+    }

@@ -1,0 +1,116 @@
+"""The engine adapter contract: one protocol, two implementations (``vllm`` and ``sim``).
+
+An adapter owns one inference engine. It takes token ids in and yields token deltas out; it never
+sees text. Both roles use the same adapter: a prefill request carries ``remote_decode=True`` and the
+final delta then carries the ``KVHandoff``; a decode request carries the handoff to pull.
+Adapters are registered by name in ``ENGINES`` and built from an ``EngineSpec``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from protocol.types import EngineInfo, EngineLoad, KvEventBatch, SamplingSpec
+from transfer.handoff import KVHandoff
+
+
+@dataclass(frozen=True)
+class EngineRequest:
+    """One request for an engine.
+
+    ``remote_decode``: run as a prefill for another worker (max_tokens is forced to 1 by the prefill
+    role) and keep the KV blocks under a lease. ``handoff``: pull the prompt's KV from this prefill
+    worker before decoding. ``cache_salt`` isolates tenants in the prefix cache.
+    """
+
+    request_id: str
+    prompt_token_ids: tuple[int, ...]
+    sampling: SamplingSpec
+    remote_decode: bool = False
+    handoff: KVHandoff | None = None
+    cache_salt: str | None = None
+
+
+@dataclass(frozen=True)
+class TokenDelta:
+    """New tokens since the previous delta of the same request.
+
+    ``num_cached_tokens`` (prompt tokens served from the prefix cache or pulled from a remote prefill)
+    is set on every delta once known. ``finish_reason`` is ``"stop"``, ``"length"`` or ``"abort"`` on
+    the last delta and ``None`` before. ``handoff`` is set on the last delta of a ``remote_decode``
+    request.
+    """
+
+    token_ids: tuple[int, ...]
+    finished: bool = False
+    finish_reason: str | None = None
+    num_cached_tokens: int = 0
+    handoff: KVHandoff | None = None
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """What a worker needs to build its engine. ``args`` are engine keyword arguments as given in the
+    config (for vLLM: ``AsyncEngineArgs`` fields; for sim: the timing profile's fields)."""
+
+    kind: str
+    model: str
+    worker_id: str
+    role: str
+    args: tuple[tuple[str, object], ...] = ()
+    env: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+
+class EngineAdapter(Protocol):
+    """Contract for an engine. One instance per worker; the worker runtime owns it.
+
+    ``start`` must be awaited once before anything else; ``shutdown`` releases every resource and may
+    be called more than once. ``generate`` is an async generator: closing it early (the client went
+    away) must abort the request in the engine. ``abort`` of an unknown or finished id is a no-op.
+    ``kv_events`` yields batches as the engine publishes them, forever, until shutdown; it may be
+    consumed by one reader at a time.
+    """
+
+    async def start(self) -> None: ...
+
+    def info(self) -> EngineInfo: ...
+
+    def generate(self, request: EngineRequest) -> AsyncIterator[TokenDelta]: ...
+
+    async def abort(self, request_id: str) -> None: ...
+
+    def load(self) -> EngineLoad: ...
+
+    def kv_events(self) -> AsyncIterator[KvEventBatch]: ...
+
+    async def shutdown(self) -> None: ...
+
+
+EngineFactory = Callable[[EngineSpec], EngineAdapter]
+ENGINES: dict[str, EngineFactory] = {}
+
+
+def register_engine(name: str) -> Callable[[EngineFactory], EngineFactory]:
+    """Class decorator: make an adapter buildable by ``build_engine`` under ``name``."""
+
+    def wrap(factory: EngineFactory) -> EngineFactory:
+        if name in ENGINES:
+            raise ValueError(f"engine {name!r} registered twice")
+        ENGINES[name] = factory
+        return factory
+
+    return wrap
+
+
+def build_engine(spec: EngineSpec) -> EngineAdapter:
+    """Build the adapter named by ``spec.kind``; raises ``KeyError`` naming the known kinds."""
+    import importlib
+
+    if spec.kind not in ENGINES:
+        importlib.import_module(f"worker.engines.{spec.kind}")
+    try:
+        return ENGINES[spec.kind](spec)
+    except KeyError:
+        raise KeyError(f"unknown engine {spec.kind!r}; known: {sorted(ENGINES)}") from None

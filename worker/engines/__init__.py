@@ -1,0 +1,1 @@
+"""Engine adapters. Each module registers itself in ``worker.engine.ENGINES`` on import."""
