@@ -1,0 +1,1 @@
+"""pdserve orchestrator: front end, scheduler, worker pools, request flow."""
