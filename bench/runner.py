@@ -1,0 +1,151 @@
+"""One run: one target, one load point, one list of specs -> ``RunResult``.
+
+Bounds (every run stops by itself):
+* count: exactly the specs given, each sent at most once;
+* time: no request is sent after ``max_duration_s``; every request is bounded by ``timeout_s``; at
+  ``max_duration_s + timeout_s`` whatever is still running is cancelled and recorded as an error;
+* width: at most ``max_inflight`` requests in flight in open loop (closed loop: the concurrency).
+
+Sessions: a turn is sent only after the previous dispatched turn of its session has finished (its
+``sent_s`` is then later than its ``scheduled_s``). Dispatch follows list order, which the workloads and
+load shapes keep consistent with turn order and arrival order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from tqdm import tqdm
+
+from bench.record import RequestRecord, RunKey, RunResult
+from bench.spec import RequestSpec
+
+SendFn = Callable[[RequestSpec, float], Awaitable[RequestRecord]]
+"""``send(spec, run_start)``: sends one request; returns its record and never raises (but may be cancelled)."""
+
+
+@dataclass(frozen=True)
+class RunLimits:
+    max_duration_s: float = 600.0
+    timeout_s: float = 120.0
+    max_inflight: int = 1024
+
+
+class _Sessions:
+    """Chains the turns of each session: each turn waits for the one dispatched before it."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, asyncio.Future[None]] = {}
+
+    def claim(self, spec: RequestSpec) -> tuple[asyncio.Future[None] | None, asyncio.Future[None] | None]:
+        """(future to await before sending, future to resolve when done); both ``None`` without a session."""
+        if spec.session_id is None:
+            return None, None
+        prev = self._last.get(spec.session_id)
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._last[spec.session_id] = mine
+        return prev, mine
+
+
+async def _one(send: SendFn, spec: RequestSpec, start: float, sessions: _Sessions) -> RequestRecord:
+    prev, mine = sessions.claim(spec)
+    try:
+        if prev is not None:
+            await asyncio.shield(prev)
+        return await send(spec, start)
+    finally:
+        if mine is not None and not mine.done():
+            mine.set_result(None)
+
+
+def _cancelled(spec: RequestSpec, start: float, clock: Callable[[], float]) -> RequestRecord:
+    return RequestRecord(
+        request_id=spec.request_id,
+        sent_s=clock() - start,
+        scheduled_s=spec.arrival_s,
+        session_id=spec.session_id,
+        turn=spec.turn,
+        error="cancelled at the run's time limit",
+    )
+
+
+def _outcome(
+    task: asyncio.Task[RequestRecord], spec: RequestSpec, start: float, clock: Callable[[], float]
+) -> RequestRecord:
+    if task.cancelled():
+        return _cancelled(spec, start, clock)
+    exc = task.exception()
+    if exc is not None:  # a send that broke its contract; keep the run going and show the error
+        return replace(_cancelled(spec, start, clock), error=f"{type(exc).__name__}: {exc}")
+    return task.result()
+
+
+async def run(
+    key: RunKey,
+    specs: Sequence[RequestSpec],
+    send: SendFn,
+    *,
+    concurrency: int | None,
+    limits: RunLimits,
+    progress: bool = True,
+    clock: Callable[[], float] = time.perf_counter,
+) -> RunResult:
+    """Run ``specs`` closed-loop with ``concurrency`` workers, or open-loop at their ``arrival_s`` when
+    ``concurrency`` is ``None``. Records are returned in completion order."""
+    sessions = _Sessions()
+    start = clock()
+    deadline = start + limits.max_duration_s
+    bar = tqdm(total=len(specs), desc=f"{key.target} {key.load.label}", file=sys.stderr, disable=not progress)
+    tasks: dict[asyncio.Task[RequestRecord], RequestSpec] = {}
+    records: list[RequestRecord] = []
+
+    def launch(spec: RequestSpec) -> asyncio.Task[RequestRecord]:
+        task = asyncio.create_task(_one(send, spec, start, sessions))
+        tasks[task] = spec
+        task.add_done_callback(lambda _t: bar.update(1))
+        return task
+
+    async def closed_worker(queue: list[RequestSpec]) -> None:
+        while queue and clock() < deadline:
+            await asyncio.wait({launch(queue.pop(0))})
+
+    async def open_dispatcher() -> None:
+        gate = asyncio.Semaphore(limits.max_inflight)
+        for spec in specs:
+            due = start + (spec.arrival_s or 0.0)
+            if due >= deadline:
+                return
+            if due > clock():
+                await asyncio.sleep(due - clock())
+            await gate.acquire()
+            launch(spec).add_done_callback(lambda _t: gate.release())
+
+    dispatch: asyncio.Future[Any]
+    if concurrency is not None:
+        queue = list(specs)
+        dispatch = asyncio.gather(*(closed_worker(queue) for _ in range(max(1, concurrency))))
+    else:
+        dispatch = asyncio.ensure_future(open_dispatcher())
+    try:
+        # The dispatcher stops by the deadline; the grace period lets in-flight requests finish.
+        await asyncio.wait({dispatch}, timeout=max(0.0, deadline - clock()) + limits.timeout_s)
+        if not dispatch.done():
+            dispatch.cancel()
+        pending = {t for t in tasks if not t.done()}
+        if pending:
+            _, pending = await asyncio.wait(pending, timeout=max(0.0, deadline + limits.timeout_s - clock()))
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for t, spec in tasks.items():
+            records.append(_outcome(t, spec, start, clock))
+    finally:
+        bar.close()
+    duration = clock() - start
+    records.sort(key=lambda r: r.sent_s + (r.e2e_s or 0.0))
+    return RunResult(key=key, records=tuple(records), duration_s=duration, planned=len(specs))
