@@ -8,7 +8,8 @@ engine edge (``to_vllm``/``from_vllm``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 
@@ -17,19 +18,21 @@ class KVHandoff:
     """Where a prompt's KV blocks live on the prefill side, and how much of the prompt they cover.
 
     ``engine_id``/``host``/``port`` name the prefill engine's NIXL side channel; ``block_ids`` are the
-    prefill engine's block ids holding the prompt's KV; ``tp_size`` its tensor-parallel size.
+    prefill engine's block ids holding the prompt's KV, one tuple per KV-cache group (vLLM's layout);
+    ``request_id`` is the prefill engine's id for the request; ``tp_size`` its tensor-parallel size.
     ``first_token`` is the token the prefill sampled; ``num_cached_tokens`` how many prompt tokens were
     already in the prefill worker's prefix cache; ``prompt_tokens`` the prompt length. ``lease_deadline``
     is the wall-clock time (seconds since the epoch) after which the prefill worker frees the blocks.
     ``extra`` keeps connector fields pdserve does not interpret (strings only), so a newer vLLM adding a
-    field round-trips unchanged.
+    field round-trips unchanged (values JSON-encoded, so types survive).
     """
 
     engine_id: str
-    block_ids: tuple[int, ...]
+    block_ids: tuple[tuple[int, ...], ...]
     host: str
     port: int
     tp_size: int = 1
+    request_id: str = ""
     first_token: int = -1
     num_cached_tokens: int = 0
     prompt_tokens: int = 0
@@ -38,7 +41,7 @@ class KVHandoff:
 
     @property
     def num_blocks(self) -> int:
-        return len(self.block_ids)
+        return sum(len(group) for group in self.block_ids)
 
     def to_vllm(self) -> dict[str, object]:
         """The ``kv_transfer_params`` a decode request passes to vLLM (a fresh dict; caller owns it)."""
@@ -46,13 +49,14 @@ class KVHandoff:
             "do_remote_prefill": True,
             "do_remote_decode": False,
             "remote_engine_id": self.engine_id,
-            "remote_block_ids": list(self.block_ids),
+            "remote_block_ids": [list(group) for group in self.block_ids],
+            "remote_request_id": self.request_id,
             "remote_host": self.host,
             "remote_port": self.port,
             "tp_size": self.tp_size,
         }
         for key, value in self.extra:
-            params.setdefault(key, value)
+            params.setdefault(key, json.loads(value))
         return params
 
     @classmethod
@@ -71,26 +75,36 @@ class KVHandoff:
         """
         try:
             engine_id = str(params["remote_engine_id"])
-            block_ids = tuple(int(b) for b in params["remote_block_ids"])  # type: ignore[attr-defined]
+            block_ids = _block_groups(params["remote_block_ids"])
             host = str(params["remote_host"])
             port = int(params["remote_port"])  # type: ignore[call-overload]
         except (KeyError, TypeError) as exc:
             raise ValueError(f"prefill returned incomplete kv_transfer_params: {dict(params)!r}") from exc
         known = {"do_remote_prefill", "do_remote_decode", "remote_engine_id", "remote_block_ids",
-                 "remote_host", "remote_port", "tp_size"}
-        extra = tuple(sorted((k, str(v)) for k, v in params.items() if k not in known and v is not None))
+                 "remote_host", "remote_port", "tp_size", "remote_request_id"}
+        extra = tuple(sorted((k, json.dumps(v)) for k, v in params.items() if k not in known))
         return cls(
             engine_id=engine_id,
             block_ids=block_ids,
             host=host,
             port=port,
             tp_size=int(params.get("tp_size", 1) or 1),  # type: ignore[call-overload]
+            request_id=str(params.get("remote_request_id") or ""),
             first_token=first_token,
             num_cached_tokens=num_cached_tokens,
             prompt_tokens=prompt_tokens,
             lease_deadline=lease_deadline,
             extra=extra,
         )
+
+
+def _block_groups(raw: object) -> tuple[tuple[int, ...], ...]:
+    """vLLM gives one list of block ids per KV-cache group (older versions: one flat list)."""
+    if not isinstance(raw, Sequence):
+        raise TypeError(f"remote_block_ids is not a list: {raw!r}")
+    if raw and all(isinstance(g, Sequence) for g in raw):
+        return tuple(tuple(int(b) for b in g) for g in raw)  # type: ignore[union-attr]
+    return (tuple(int(b) for b in raw),)  # type: ignore[call-overload]
 
 
 def remote_decode_request_params() -> dict[str, object]:

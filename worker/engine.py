@@ -9,9 +9,10 @@ Adapters are registered by name in ``ENGINES`` and built from an ``EngineSpec``.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
+from protocol.launch import EngineSpec
 from protocol.types import EngineInfo, EngineLoad, KvEventBatch, SamplingSpec
 from transfer.handoff import KVHandoff
 
@@ -48,19 +49,6 @@ class TokenDelta:
     finish_reason: str | None = None
     num_cached_tokens: int = 0
     handoff: KVHandoff | None = None
-
-
-@dataclass(frozen=True)
-class EngineSpec:
-    """What a worker needs to build its engine. ``args`` are engine keyword arguments as given in the
-    config (for vLLM: ``AsyncEngineArgs`` fields; for sim: the timing profile's fields)."""
-
-    kind: str
-    model: str
-    worker_id: str
-    role: str
-    args: tuple[tuple[str, object], ...] = ()
-    env: tuple[tuple[str, str], ...] = field(default_factory=tuple)
 
 
 class EngineAdapter(Protocol):

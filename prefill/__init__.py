@@ -1,0 +1,1 @@
+"""The prefill role: run a prompt for a remote decode and hand its KV blocks over."""

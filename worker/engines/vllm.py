@@ -1,0 +1,195 @@
+"""The ``vllm`` engine adapter: vLLM's ``AsyncLLM`` embedded in the worker process.
+
+Token ids in, token-id deltas out (no detokenization in the worker). The KV connector is vLLM's
+NixlConnector (``kv_role=kv_both``, so one build serves both roles); a prefill request passes
+``do_remote_decode`` and its final output carries vLLM's ``kv_transfer_params``, which become a
+``KVHandoff``; a decode request passes the handoff back as ``kv_transfer_params`` and vLLM pulls the
+blocks over NIXL before decoding. KV cache events come from vLLM's ZMQ publisher on a private ipc
+endpoint. Load figures come from a custom stat logger.
+
+Process-wide settings (NIXL side-channel port, UCX transports, CPU KV space) are environment
+variables vLLM reads at start; the worker process sets them from ``EngineSpec.env`` before ``start``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from protocol.types import EngineInfo, EngineLoad, KvEventBatch, SamplingSpec
+from transfer.handoff import KVHandoff, remote_decode_request_params
+from worker.engine import EngineRequest, EngineSpec, TokenDelta, register_engine
+from worker.engines.vllm_events import KvEventSubscriber
+from worker.engines.vllm_stats import LoadTracker, stat_logger_factory
+
+# Keys of EngineSpec.args that pdserve consumes itself rather than passing to AsyncEngineArgs.
+_PDSERVE_KEYS = {"kv_buffer_device", "kv_lease_s", "kv_recompute_threshold", "events_endpoint"}
+
+
+def _finish_reason(output: Any) -> str | None:
+    reason = output.finish_reason
+    if reason is None:
+        return None
+    return "length" if reason == "length" else ("abort" if reason == "abort" else "stop")
+
+
+@register_engine("vllm")
+class VllmEngine:
+    """One vLLM AsyncLLM. Owns the engine core process it starts; ``shutdown`` stops it."""
+
+    def __init__(self, spec: EngineSpec) -> None:
+        self._spec = spec
+        self._args = dict(spec.args)
+        self._llm: Any = None
+        self._tracker = LoadTracker()
+        self._subscriber: KvEventSubscriber | None = None
+        self._info: EngineInfo | None = None
+        self._lease_s = float(self._args.get("kv_lease_s", 30))  # type: ignore[arg-type]
+        self._events_endpoint = str(self._args.get("events_endpoint", f"ipc:///tmp/pdserve-kv-{os.getpid()}"))
+        self._topic = "kv"
+
+    async def start(self) -> None:
+        from vllm.config import KVEventsConfig, KVTransferConfig
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        engine_kwargs = {k: v for k, v in self._args.items() if k not in _PDSERVE_KEYS}
+        transfer = KVTransferConfig(
+            kv_connector="NixlConnector",
+            kv_role="kv_both",
+            kv_buffer_device=str(self._args.get("kv_buffer_device", "cpu")),
+            kv_connector_extra_config={
+                "kv_lease_duration": int(self._lease_s),
+                # Always pull when pdserve chose to disaggregate; pdserve decides short prompts itself.
+                "kv_recompute_threshold": int(self._args.get("kv_recompute_threshold", 0)),  # type: ignore[call-overload]
+            },
+        )
+        events = KVEventsConfig(
+            enable_kv_cache_events=True, publisher="zmq", endpoint=self._events_endpoint, topic=self._topic
+        )
+        engine_args = AsyncEngineArgs(
+            model=self._spec.model,
+            enable_prefix_caching=True,
+            kv_transfer_config=transfer,
+            kv_events_config=events,
+            disable_log_stats=False,
+            **engine_kwargs,
+        )
+        self._subscriber = KvEventSubscriber(self._events_endpoint, self._topic)
+        self._llm = AsyncLLM.from_engine_args(engine_args, stat_loggers=[stat_logger_factory(self._tracker)])
+        config = self._llm.vllm_config
+        model_config = config.model_config
+        cache_config = config.cache_config
+        kv_bytes = self._kv_bytes_per_token(model_config, cache_config)
+        self._info = EngineInfo(
+            engine_id=str(config.kv_transfer_config.engine_id),
+            model=self._spec.model,
+            block_size=int(cache_config.block_size),
+            num_blocks=int(cache_config.num_gpu_blocks or 0),
+            max_model_len=int(model_config.max_model_len),
+            kv_bytes_per_token=kv_bytes,
+        )
+
+    @staticmethod
+    def _kv_bytes_per_token(model_config: Any, cache_config: Any) -> int:
+        import torch
+
+        hf = model_config.hf_text_config
+        layers = int(hf.num_hidden_layers)
+        kv_heads = int(getattr(hf, "num_key_value_heads", hf.num_attention_heads))
+        head_dim = int(getattr(hf, "head_dim", None) or hf.hidden_size // hf.num_attention_heads)
+        dtype = model_config.dtype if cache_config.cache_dtype == "auto" else torch.float8_e4m3fn
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        return 2 * layers * kv_heads * head_dim * itemsize
+
+    def info(self) -> EngineInfo:
+        if self._info is None:
+            raise RuntimeError("engine not started")
+        return self._info
+
+    def _sampling_params(self, sampling: SamplingSpec, remote_decode: bool, handoff: KVHandoff | None) -> Any:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        extra: dict[str, Any] = {}
+        if remote_decode:
+            extra["kv_transfer_params"] = remote_decode_request_params()
+        elif handoff is not None:
+            extra["kv_transfer_params"] = handoff.to_vllm()
+        return SamplingParams(
+            max_tokens=1 if remote_decode else sampling.max_tokens,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            seed=sampling.seed,
+            stop_token_ids=list(sampling.stop_token_ids),
+            ignore_eos=sampling.ignore_eos,
+            detokenize=False,
+            output_kind=RequestOutputKind.DELTA,
+            extra_args=extra or None,
+        )
+
+    async def generate(self, request: EngineRequest) -> AsyncIterator[TokenDelta]:
+        from vllm.inputs import TokensPrompt
+
+        prompt = TokensPrompt(prompt_token_ids=list(request.prompt_token_ids))
+        if request.cache_salt:
+            prompt["cache_salt"] = request.cache_salt
+        params = self._sampling_params(request.sampling, request.remote_decode, request.handoff)
+        if request.handoff is not None:
+            self._tracker.add_blocks_pulled(request.handoff.num_blocks)
+        finished = False
+        first_token = -1
+        try:
+            async for out in self._llm.generate(prompt, params, request.request_id):
+                completion = out.outputs[0]
+                tokens = tuple(int(t) for t in completion.token_ids)
+                if tokens and first_token < 0:
+                    first_token = tokens[0]
+                cached = int(out.num_cached_tokens or 0)
+                handoff = None
+                if out.finished and request.remote_decode and out.kv_transfer_params:
+                    handoff = KVHandoff.from_vllm(
+                        out.kv_transfer_params,
+                        first_token=first_token,
+                        num_cached_tokens=cached,
+                        prompt_tokens=len(request.prompt_token_ids),
+                        lease_deadline=time.time() + self._lease_s,
+                    )
+                finished = bool(out.finished)
+                yield TokenDelta(
+                    token_ids=tokens,
+                    finished=finished,
+                    finish_reason=_finish_reason(completion) if finished else None,
+                    num_cached_tokens=cached,
+                    handoff=handoff,
+                )
+        finally:
+            if not finished:
+                # The consumer went away (client disconnect, timeout): free the engine's work now.
+                with contextlib.suppress(Exception):
+                    await self._llm.abort(request.request_id)
+
+    async def abort(self, request_id: str) -> None:
+        if self._llm is not None:
+            await self._llm.abort(request_id)
+
+    def load(self) -> EngineLoad:
+        return self._tracker.snapshot()
+
+    async def kv_events(self) -> AsyncIterator[KvEventBatch]:
+        if self._subscriber is None:
+            raise RuntimeError("engine not started")
+        async for batch in self._subscriber.batches():
+            yield batch
+
+    async def shutdown(self) -> None:
+        if self._llm is not None:
+            llm, self._llm = self._llm, None
+            await asyncio.to_thread(llm.shutdown)
+        if self._subscriber is not None:
+            self._subscriber.close()
+            self._subscriber = None

@@ -1,0 +1,96 @@
+"""Worker process entry: ``python -m worker --spec JSON [--spec JSON ...]``.
+
+Sets the process environment each engine needs (before vLLM is imported), builds and starts the
+engines, serves each on its own gRPC port (127.0.0.1 by default), prints one ready line per worker
+(``READY_PREFIX`` + JSON) on stdout, and shuts down cleanly on SIGTERM/SIGINT. Several specs in one
+process are meant for simulated engines (a fleet on one host); a vLLM worker runs alone in its
+process, because NIXL and vLLM read process-wide settings.
+
+The process asks the kernel to kill it when its parent dies (Linux ``PR_SET_PDEATHSIG``), so a
+worker never outlives the Ray actor that started it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import signal
+import sys
+
+from protocol.launch import READY_PREFIX, WorkerLaunchSpec
+
+log = logging.getLogger("pdserve.worker")
+
+
+def _die_with_parent() -> None:
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+async def _serve(specs: list[WorkerLaunchSpec]) -> None:
+    import grpc
+
+    from protocol import worker_pb2_grpc as pb_grpc
+    from worker.engine import build_engine
+    from worker.event_fanout import EventFanout
+    from worker.server import WorkerService
+
+    servers: list[grpc.aio.Server] = []
+    engines = []
+    fanouts = []
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        for spec in specs:
+            engine = build_engine(spec.engine)
+            engines.append(engine)
+            await engine.start()
+            fanout = EventFanout(engine)
+            fanout.start()
+            fanouts.append(fanout)
+            server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 << 20),
+                                              ("grpc.max_send_message_length", 64 << 20)])
+            pb_grpc.add_WorkerServicer_to_server(
+                WorkerService(spec.worker_id, spec.role, spec.grpc_host, spec.engine.kind, engine, fanout), server
+            )
+            port = server.add_insecure_port(f"{spec.grpc_host}:{spec.grpc_port}")
+            await server.start()
+            servers.append(server)
+            ready = {"worker_id": spec.worker_id, "address": f"{spec.grpc_host}:{port}", "pid": os.getpid()}
+            print(READY_PREFIX + json.dumps(ready), flush=True)
+        await stop.wait()
+    finally:
+        for server in servers:
+            await server.stop(grace=1.0)
+        for fanout in fanouts:
+            await fanout.close()
+        for engine in engines:
+            with contextlib.suppress(Exception):
+                await engine.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m worker")
+    parser.add_argument("--spec", action="append", required=True, help="WorkerLaunchSpec as JSON")
+    args = parser.parse_args(argv)
+    specs = [WorkerLaunchSpec.from_json(text) for text in args.spec]
+    _die_with_parent()
+    logging.basicConfig(level=os.environ.get("PDSERVE_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s [worker] %(name)s: %(message)s", stream=sys.stderr)
+    for spec in specs:
+        for key, value in spec.engine.env:
+            os.environ[key] = value
+    asyncio.run(_serve(specs))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
