@@ -1,0 +1,71 @@
+"""The scheduler's front door for the request flow: hash a prompt once, then place its prefill and its
+decode. Holds the prefix index and one pipeline per pool; does no I/O and reads no clock (``now`` is
+passed in by the caller)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Protocol
+
+from .decision import Decision
+from .disagg_policy import DisaggDecision, DisaggPolicy
+from .hashing import TokenIds, block_hash_list, make_salt
+from .pipeline import Pipeline
+from .request import RouteRequest, WorkerState
+
+
+class PrefixMatcher(Protocol):
+    """What the router needs of an index: ``PrefixIndex`` (events) or ``ApproxPrefixIndex`` (guessing)."""
+
+    def match(self, block_hashes: Sequence[int], *, now: float | None = None) -> dict[str, int]: ...
+
+    def observe_route(self, worker_id: str, block_hashes: Sequence[int], now: float) -> None: ...
+
+
+class Router:
+    """Owns nothing but references: the index is shared with the event consumer that feeds it (which must
+    run on the same thread or under the same lock). ``route_prefill`` tells the index where the prompt
+    went (a no-op for the event-fed index). Pipelines raise ``NoEligibleWorker`` when a pool is empty."""
+
+    def __init__(self, *, model: str, block_size: int, index: PrefixMatcher, prefill: Pipeline,
+                 decode: Pipeline, disagg: DisaggPolicy | None = None) -> None:
+        self.model = model
+        self.block_size = block_size
+        self.index = index
+        self.prefill = prefill
+        self.decode = decode
+        self.disagg = disagg or DisaggPolicy()
+
+    def make_request(self, token_ids: TokenIds, *, cache_salt: str | None = None,
+                     session_key: str | None = None, request_id: str = "",
+                     kv_bytes_per_token: int = 0) -> RouteRequest:
+        """Hash the prompt (the only per-token work of a decision). Raises ``ValueError`` on bad ids."""
+        hashes = block_hash_list(token_ids, self.block_size, make_salt(self.model, cache_salt))
+        return RouteRequest(tuple(hashes), len(token_ids), self.block_size, session_key=session_key,
+                            request_id=request_id, kv_bytes_per_token=kv_bytes_per_token)
+
+    def match(self, request: RouteRequest, *, now: float | None = None) -> dict[str, int]:
+        return self.index.match(request.block_hashes, now=now)
+
+    def plan(self, request: RouteRequest, prefill_workers: Sequence[WorkerState],
+             decode_workers: Sequence[WorkerState], *, match: Mapping[str, int] | None = None,
+             now: float | None = None) -> DisaggDecision:
+        """Remote (disaggregated) or local prefill for this request."""
+        match = self.match(request, now=now) if match is None else match
+        return self.disagg.decide(request, match, prefill_workers, decode_workers)
+
+    def route_prefill(self, request: RouteRequest, workers: Sequence[WorkerState], *,
+                      match: Mapping[str, int] | None = None, now: float = 0.0) -> Decision:
+        """Pick the prefill worker and record the route with the index."""
+        match = self.match(request, now=now) if match is None else match
+        decision = self.prefill.route(request, workers, match)
+        self.index.observe_route(decision.worker_id, request.block_hashes, now)
+        return decision
+
+    def route_decode(self, request: RouteRequest, workers: Sequence[WorkerState], *,
+                     source_host: str | None = None) -> Decision:
+        """Pick the decode worker; ``source_host`` (the prefill worker's host) prices the KV transfer."""
+        if source_host is not None:
+            request = replace(request, source_host=source_host)
+        return self.decode.route(request, workers, {})
