@@ -1,5 +1,13 @@
 """``pdserve bench``: parse, run the plan, summarise, write files, print tables.
 
+Examples (any OpenAI-compatible server; pdserve's routing headers are reported when present)::
+
+    pdserve bench --target pd=http://127.0.0.1:8000 --workload chat --num-requests 200 --concurrency 8
+    pdserve bench --target pd=http://127.0.0.1:8000 --target vllm=http://127.0.0.1:8100 \
+        --workload docqa --num-requests 200 --concurrency 1,4,16
+    pdserve bench --target pd=http://127.0.0.1:8000 --workload mix --num-requests 300 \
+        --rate 1,2,4,8 --slo-ttft-ms 500 --slo-tpot-ms 50
+
 Exit status: 0 when at least one request succeeded, 1 when none did (or the targets could not be
 reached), 2 for bad arguments.
 """
@@ -9,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 
 from bench import metrics, output, plots, report
 from bench.config import build_parser, from_args
@@ -19,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(list(argv) if argv is not None else None)
     try:
-        config = from_args(ns)
+        config = replace(from_args(ns), argv=tuple(sys.argv[1:] if argv is None else argv))
     except ValueError as e:
         parser.print_usage(sys.stderr)
         print(f"pdserve bench: error: {e}", file=sys.stderr)

@@ -117,12 +117,13 @@ def sweep_goodput(points: Iterable[tuple[float, float | None]], threshold: float
 
 
 def hit_rate(records: Iterable[RequestRecord]) -> float | None:
-    """Cached prompt tokens / prompt tokens, summed over successful requests that reported usage."""
+    """Cached prompt tokens / prompt tokens, summed over successful requests whose usage reported
+    cached tokens; ``None`` when none did (vLLM needs ``--enable-prompt-tokens-details``)."""
     cached = prompt = 0
     for r in records:
-        if r.ok and r.prompt_tokens:
+        if r.ok and r.prompt_tokens and r.cached_tokens is not None:
             prompt += r.prompt_tokens
-            cached += r.cached_tokens or 0
+            cached += r.cached_tokens
     return cached / prompt if prompt else None
 
 

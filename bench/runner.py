@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -110,9 +111,9 @@ async def run(
         task.add_done_callback(lambda _t: bar.update(1))
         return task
 
-    async def closed_worker(queue: list[RequestSpec]) -> None:
+    async def closed_worker(queue: deque[RequestSpec]) -> None:
         while queue and clock() < deadline:
-            await asyncio.wait({launch(queue.pop(0))})
+            await asyncio.wait({launch(queue.popleft())})
 
     async def open_dispatcher() -> None:
         gate = asyncio.Semaphore(limits.max_inflight)
@@ -127,7 +128,7 @@ async def run(
 
     dispatch: asyncio.Future[Any]
     if concurrency is not None:
-        queue = list(specs)
+        queue = deque(specs)
         dispatch = asyncio.gather(*(closed_worker(queue) for _ in range(max(1, concurrency))))
     else:
         dispatch = asyncio.ensure_future(open_dispatcher())

@@ -38,11 +38,11 @@ def parse_line(line: str) -> dict[str, Any] | _Done | None:
 
 @dataclass(frozen=True)
 class Usage:
-    """Token counts from the final ``usage`` chunk (``cached_tokens`` is 0 when not reported)."""
+    """Token counts from the final ``usage`` chunk (``cached_tokens`` is ``None`` when not reported)."""
 
     prompt_tokens: int
     completion_tokens: int
-    cached_tokens: int = 0
+    cached_tokens: int | None = None
 
 
 def usage_of(chunk: dict[str, Any]) -> Usage | None:
@@ -55,7 +55,7 @@ def usage_of(chunk: dict[str, Any]) -> Usage | None:
     return Usage(
         prompt_tokens=int(usage.get("prompt_tokens") or 0),
         completion_tokens=int(usage.get("completion_tokens") or 0),
-        cached_tokens=int(cached or 0),
+        cached_tokens=None if cached is None else int(cached),
     )
 
 

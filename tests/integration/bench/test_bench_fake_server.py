@@ -68,6 +68,7 @@ def test_single_target_measures_the_servers_delays_and_writes_files(
     assert run["n_ok"] == 6 and run["hit_rate"] == pytest.approx(0.5, abs=0.02)
     assert 0.12 <= run["ttft"]["p50"] < 0.2
     assert summary["config"]["targets"][0]["url"] == slow_server
+    assert "--concurrency" in summary["config"]["argv"]
     with (tmp_path / "records.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 6 and {"ttft_s", "tpot_s", "itl_mean_s", "prefill_worker"} <= set(rows[0])

@@ -97,6 +97,8 @@ def test_hit_rate_is_a_ratio_of_sums_over_successful_requests() -> None:
     ]
     assert metrics.hit_rate(records) == pytest.approx(0.1)  # a mean of ratios would say 0.5
     assert metrics.hit_rate([rec(prompt=None, cached=None)]) is None
+    assert metrics.hit_rate([rec(prompt=100, cached=None)]) is None  # server did not report cached tokens
+    assert metrics.hit_rate([rec(prompt=100, cached=None), rec(prompt=100, cached=50)]) == 0.5
 
 
 def test_slo_bounds_are_inclusive_and_failures_miss() -> None:

@@ -27,7 +27,7 @@ def test_usage_and_errors() -> None:
     chunk = {"usage": {"prompt_tokens": 10, "completion_tokens": 4, "prompt_tokens_details": {"cached_tokens": 8}}}
     assert sse.usage_of(chunk) == sse.Usage(10, 4, 8)
     assert sse.usage_of({"usage": {"prompt_tokens": 10, "completion_tokens": 4, "prompt_tokens_details": None}}) == (
-        sse.Usage(10, 4, 0)
+        sse.Usage(10, 4, None)
     )
     assert sse.usage_of({"usage": None}) is None and sse.usage_of({}) is None
     assert sse.error_of({"error": {"message": "overloaded"}}) == "overloaded"
