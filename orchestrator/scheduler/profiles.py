@@ -79,9 +79,11 @@ def build_pipeline(profile: PoolProfile, env: PluginEnv | None = None) -> Pipeli
     )
 
 
-def _profile(name: str, scorers: dict[str, float], picker: str = "max_score", **more: Any) -> PoolProfile:
+def _profile(name: str, scorers: dict[str, float], picker: str = "max_score",
+             picker_params: dict[str, Any] | None = None, **more: Any) -> PoolProfile:
     specs = [ScorerSpec(name=n, weight=w) for n, w in scorers.items()]
-    return PoolProfile(name=name, scorers=tuple(specs), picker=PickerSpec(name=picker), **more)
+    return PoolProfile(name=name, scorers=tuple(specs), picker=PickerSpec(name=picker, params=picker_params or {}),
+                       **more)
 
 
 PRESETS: dict[str, PoolProfile] = {
@@ -92,6 +94,8 @@ PRESETS: dict[str, PoolProfile] = {
     "prefix": _profile("prefix", {"prefix": 1.0}),
     "session": _profile("session", {"session": 1.0, "least_loaded": 0.1}),
     "kv_aware": _profile("kv_aware", {"kv_aware": 1.0}),
+    "kv_aware_softmax": _profile("kv_aware_softmax", {"kv_aware": 1.0}, picker="softmax",
+                                 picker_params={"temperature": 0.02}),
     "decode": _profile("decode", {"least_loaded": 1.0, "kv_usage": 0.5, "transfer_cost": 0.5},
                        filters=(FilterSpec(name="healthy"), FilterSpec(name="kv_headroom"))),
 }
