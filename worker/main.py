@@ -57,7 +57,8 @@ async def _serve(specs: list[WorkerLaunchSpec]) -> None:
             fanout.start()
             fanouts.append(fanout)
             server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 << 20),
-                                              ("grpc.max_send_message_length", 64 << 20)])
+                                              ("grpc.max_send_message_length", 64 << 20),
+                                              ("grpc.so_reuseport", 0)])
             pb_grpc.add_WorkerServicer_to_server(
                 WorkerService(spec.worker_id, spec.role, spec.grpc_host, spec.engine.kind, engine, fanout), server
             )

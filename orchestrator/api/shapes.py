@@ -1,0 +1,72 @@
+"""The JSON shapes of OpenAI responses, chat and text completion, streamed and not.
+
+``ResponseShape`` is a frozen description of one response (kind, id, model, creation time); its
+methods build payload dicts for the chunk/final/usage objects. Usage always includes
+``prompt_tokens_details.cached_tokens``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+
+def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dict[str, Any]:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": cached_tokens}}
+
+
+@dataclass(frozen=True)
+class ResponseShape:
+    kind: Literal["chat", "completion"]
+    request_id: str
+    model: str
+    created: int
+
+    @classmethod
+    def chat(cls, model: str) -> ResponseShape:
+        return cls("chat", f"chatcmpl-{uuid.uuid4().hex}", model, int(time.time()))
+
+    @classmethod
+    def completion(cls, model: str) -> ResponseShape:
+        return cls("completion", f"cmpl-{uuid.uuid4().hex}", model, int(time.time()))
+
+    @property
+    def endpoint(self) -> str:
+        return "chat_completions" if self.kind == "chat" else "completions"
+
+    def _head(self, obj: str) -> dict[str, Any]:
+        return {"id": self.request_id, "object": obj, "created": self.created, "model": self.model}
+
+    def first_chunk(self) -> dict[str, Any]:
+        if self.kind == "chat":
+            return {**self._head("chat.completion.chunk"),
+                    "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
+        return {**self._head("text_completion"),
+                "choices": [{"index": 0, "text": "", "logprobs": None, "finish_reason": None}]}
+
+    def chunk(self, text: str, finish_reason: str | None) -> dict[str, Any]:
+        if self.kind == "chat":
+            delta = {"content": text} if text else {}
+            return {**self._head("chat.completion.chunk"),
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+        return {**self._head("text_completion"),
+                "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}]}
+
+    def usage_chunk(self, prompt_tokens: int, completion_tokens: int, cached: int) -> dict[str, Any]:
+        obj = "chat.completion.chunk" if self.kind == "chat" else "text_completion"
+        return {**self._head(obj), "choices": [], "usage": usage(prompt_tokens, completion_tokens, cached)}
+
+    def final(self, text: str, finish_reason: str, prompt_tokens: int, completion_tokens: int,
+              cached: int) -> dict[str, Any]:
+        if self.kind == "chat":
+            choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text},
+                                      "logprobs": None, "finish_reason": finish_reason}
+            obj = "chat.completion"
+        else:
+            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
+            obj = "text_completion"
+        return {**self._head(obj), "choices": [choice], "usage": usage(prompt_tokens, completion_tokens, cached)}

@@ -1,0 +1,84 @@
+"""Text at the edge: chat template and tokenization (once, with the model's own tokenizer), and
+incremental detokenization with stop strings for streamed token ids.
+
+``IncrementalText`` decodes a growing token list without re-emitting text and without splitting a
+multi-byte character: it decodes a small window before the new tokens and emits only what is new and
+complete. Stop strings are searched in the text produced so far; text from the stop string on is
+never emitted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Tokenizer:
+    """The model's tokenizer (transformers), loaded once from the model folder."""
+
+    def __init__(self, path: str) -> None:
+        from transformers import AutoTokenizer
+
+        self._tok: Any = AutoTokenizer.from_pretrained(path)
+        self.eos_token_id: int | None = self._tok.eos_token_id
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> list[int]:
+        ids = self._tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        if hasattr(ids, "input_ids"):
+            ids = ids["input_ids"]
+        return [int(t) for t in ids]
+
+    def encode(self, text: str) -> list[int]:
+        return [int(t) for t in self._tok.encode(text, add_special_tokens=False)]
+
+    def decode(self, ids: list[int]) -> str:
+        return str(self._tok.decode(ids, skip_special_tokens=True))
+
+
+@dataclass
+class IncrementalText:
+    """Mutable per-request detokenizer. ``push`` returns (new text, stopped)."""
+
+    tokenizer: Tokenizer
+    stops: list[str] = field(default_factory=list)
+    ids: list[int] = field(default_factory=list)
+    emitted: str = ""
+    _prefix: int = 0
+    _read: int = 0
+    stopped: bool = False
+
+    def _full_text(self) -> str:
+        return self.tokenizer.decode(self.ids)
+
+    def push(self, new_ids: tuple[int, ...]) -> tuple[str, bool]:
+        if self.stopped:
+            return "", True
+        self.ids.extend(new_ids)
+        text = self._full_text()
+        if text.endswith("\ufffd"):
+            return "", False  # an incomplete multi-byte character: wait for the next token
+        candidate = text
+        hold = 0
+        if self.stops:
+            for stop in self.stops:
+                pos = candidate.find(stop, max(0, len(self.emitted) - len(stop)))
+                if pos != -1:
+                    candidate = candidate[:pos]
+                    self.stopped = True
+            if not self.stopped:
+                # Hold back a tail that could be the start of a stop string.
+                hold = max((k for s in self.stops for k in range(1, len(s)) if candidate.endswith(s[:k])),
+                           default=0)
+        visible = candidate[: len(candidate) - hold]
+        delta = visible[len(self.emitted):] if visible.startswith(self.emitted) else ""
+        self.emitted += delta
+        return delta, self.stopped
+
+    def flush(self) -> str:
+        """At the end of the stream: release any held-back tail (no stop string completed)."""
+        if self.stopped:
+            return ""
+        text = self._full_text()
+        delta = text[len(self.emitted):] if text.startswith(self.emitted) else ""
+        self.emitted += delta
+        return delta

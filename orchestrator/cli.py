@@ -1,0 +1,189 @@
+"""``pdserve``: ``up`` (launch pools + front end), ``model prepare``, ``bench``, ``config check``.
+
+``pdserve up --config FILE`` connects to a Ray cluster when ``--ray-address`` (or ``RAY_ADDRESS``, as
+under ``ray job submit``) is given, otherwise starts an embedded single-node Ray on 127.0.0.1; starts
+the pools as actors, then serves the OpenAI API until SIGINT/SIGTERM (``ray job stop``), and then
+stops every worker it started before exiting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+log = logging.getLogger("pdserve")
+
+
+def _prepare_model(config) -> None:  # type: ignore[no-untyped-def]
+    from orchestrator.model_prep import PREPARERS
+
+    path = config.model.resolved_path
+    if config.model.prepare and not (path / ".pdserve-complete").exists():
+        log.info("preparing model %s into %s (once)", config.model.prepare, path)
+        PREPARERS[config.model.prepare](path)
+    if not (path / "config.json").exists():
+        raise SystemExit(f"model folder {path} has no config.json (set model.prepare or point model.path at a model)")
+
+
+class _Server:
+    """uvicorn server whose shutdown is ours: signals set ``should_exit`` and are not re-raised, so the
+    workers are stopped before the process exits."""
+
+    def __init__(self, app, host: str, port: int) -> None:  # type: ignore[no-untyped-def]
+        import uvicorn
+
+        class Quiet(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self) -> Iterator[None]:
+                yield
+
+        self.server = Quiet(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
+
+    def bound_port(self) -> int:
+        for server in self.server.servers:
+            for sock in server.sockets:
+                return int(sock.getsockname()[1])
+        raise RuntimeError("server is not listening")
+
+
+async def _serve(config, endpoints, ready_file: str | None) -> None:  # type: ignore[no-untyped-def]
+    from orchestrator.api.app import create_app
+    from orchestrator.api.text import Tokenizer
+    from orchestrator.service import Service
+
+    service = await Service.connect(config, endpoints)
+    tokenizer = Tokenizer(str(config.model.resolved_path))
+    server = _Server(create_app(service, tokenizer), config.server.host, config.server.port)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda: setattr(server.server, "should_exit", True))
+    task = asyncio.create_task(server.server.serve())
+    while not server.server.started and not task.done():
+        await asyncio.sleep(0.05)
+    if task.done():
+        await task
+        return
+    url = f"http://{config.server.host}:{server.bound_port()}"
+    print(f"PDSERVE_READY {url}", flush=True)
+    log.info("serving %s at %s/v1 (prefill %d, decode %d workers)", config.model.name, url,
+             len(service.prefill or []), len(service.decode))
+    if ready_file:
+        Path(ready_file).write_text(url + "\n")
+    try:
+        await task
+    finally:
+        await service.close()
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from orchestrator.config import load_config, parse_overrides
+    from orchestrator.launch.launchers import LAUNCHERS
+    from orchestrator.launch.plan import plan_processes
+
+    config = load_config(args.config, parse_overrides(args.set or []))
+    _prepare_model(config)
+    address = args.ray_address or config.ray.address
+    launcher = LAUNCHERS[args.launcher](address=address, namespace=config.ray.namespace,
+                                        num_cpus=config.ray.num_cpus)
+    stopping = False
+
+    def stop_now(signum: int, frame: object) -> None:
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, stop_now) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        plans = plan_processes(config, run_id=uuid.uuid4().hex[:8])
+        log.info("starting %d worker process(es) with the %s launcher", len(plans), args.launcher)
+        endpoints = launcher.start(plans, config.server.worker_start_timeout_s)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        asyncio.run(_serve(config, endpoints, args.ready_file))
+    except KeyboardInterrupt:
+        log.info("interrupted")
+    finally:
+        log.info("stopping workers")
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)
+        launcher.stop()
+        if args.launcher == "ray":
+            with contextlib.suppress(Exception):
+                import ray
+
+                ray.shutdown()
+    return 0
+
+
+def cmd_model_prepare(args: argparse.Namespace) -> int:
+    from orchestrator.model_prep import PREPARERS, default_model_dir
+
+    names = {"smollm2": "smollm2-135m-instruct", "tiny": "tiny-llama"}
+    path = PREPARERS[args.name](Path(args.out) if args.out else default_model_dir(names[args.name]))
+    print(path)
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from orchestrator.config import ConfigError, load_config, parse_overrides
+
+    try:
+        config = load_config(args.config, parse_overrides(args.set or []))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(config.model_dump_json(indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pdserve", description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="launch prefill/decode pools and the OpenAI front end")
+    up.add_argument("--config", default="configs/local-cpu.yaml")
+    up.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (dotted key)")
+    up.add_argument("--ray-address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or embedded)")
+    up.add_argument("--launcher", choices=["ray", "local"], default="ray")
+    up.add_argument("--ready-file", default=None, help="write the front end's URL here once it serves")
+    up.set_defaults(func=cmd_up)
+    model = sub.add_parser("model", help="model folders")
+    model_sub = model.add_subparsers(dest="model_command", required=True)
+    prep = model_sub.add_parser("prepare", help="build a local model folder (offline)")
+    prep.add_argument("name", choices=["smollm2", "tiny"])
+    prep.add_argument("--out", default=None)
+    prep.set_defaults(func=cmd_model_prepare)
+    cfg = sub.add_parser("config", help="configuration")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
+    check = cfg_sub.add_parser("check", help="validate a config file and print it resolved")
+    check.add_argument("config")
+    check.add_argument("--set", action="append", metavar="KEY=VALUE")
+    check.set_defaults(func=cmd_config_check)
+    bench = sub.add_parser("bench", help="benchmark any OpenAI-compatible endpoint", add_help=False)
+    bench.set_defaults(func=None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        from bench.cli import main as bench_main
+
+        return bench_main(argv[1:])
+    logging.basicConfig(level=os.environ.get("PDSERVE_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

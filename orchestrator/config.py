@@ -1,0 +1,191 @@
+"""pdserve's configuration: one YAML file, parsed into frozen pydantic models.
+
+Order of precedence: model defaults -> the YAML file -> explicit overrides (``--set a.b=c`` on the
+command line) -> validation of the whole. Unknown keys fail; every error is reported at once with its
+path (``ConfigError``). The models carry no behaviour beyond small derived values.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from orchestrator.scheduler.disagg_policy import DisaggPolicy
+from orchestrator.scheduler.profiles import PRESETS, PoolProfile, preset
+
+API_VERSION = "pdserve/v1"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(_Strict):
+    """The served model. ``name`` is what clients send as ``model``; ``path`` a local HF folder."""
+
+    name: str
+    path: str
+    prepare: Literal["smollm2", "tiny"] | None = None
+
+    @property
+    def resolved_path(self) -> Path:
+        return Path(os.path.expandvars(self.path)).expanduser()
+
+
+class EngineConfig(_Strict):
+    """Engine kind and the keyword arguments every worker's engine gets (pools may add to them)."""
+
+    kind: Literal["vllm", "sim"] = "vllm"
+    args: dict[str, Any] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class Resources(_Strict):
+    """Ray resources per replica. On a CPU-only cluster keep ``num_gpus`` at 0 (a GPU ask pends forever)."""
+
+    num_cpus: float = 0.0
+    num_gpus: float = 0.0
+    memory_gb: float | None = None
+
+
+class RoutingConfig(_Strict):
+    """The pool's scheduling profile: a preset name (``orchestrator.scheduler.profiles.PRESETS``) or an
+    explicit profile (filters -> weighted scorers -> picker)."""
+
+    profile: str | PoolProfile = "round_robin"
+    seed: int = 0
+
+    @field_validator("profile")
+    @classmethod
+    def _known_preset(cls, value: str | PoolProfile) -> str | PoolProfile:
+        if isinstance(value, str) and value not in PRESETS:
+            raise ValueError(f"unknown routing preset {value!r}; known: {', '.join(sorted(PRESETS))}")
+        return value
+
+    def resolve(self) -> PoolProfile:
+        return preset(self.profile) if isinstance(self.profile, str) else self.profile
+
+
+class PoolConfig(_Strict):
+    replicas: int = Field(1, ge=0)
+    resources: Resources = Resources()
+    engine_args: dict[str, Any] = Field(default_factory=dict)
+    workers_per_process: int = Field(1, ge=1)
+    routing: RoutingConfig = RoutingConfig()
+    queue_bound: int = Field(64, ge=1)
+
+
+class TransferConfig(_Strict):
+    device: Literal["cpu", "cuda"] = "cpu"
+    side_channel_host: str = "127.0.0.1"
+    ucx_tls: str | None = "tcp,self,sm"
+    ucx_net_devices: str | None = "lo"
+    lease_timeout_s: int = Field(30, ge=1)
+    progress_delay_us: int = Field(1000, ge=0)
+    link_bandwidth_gbps: float = Field(10.0, gt=0)
+
+
+class IndexConfig(_Strict):
+    """Prefix index: ``events`` (fed by the engines' KV events) or ``approximate`` (insert on routing)."""
+
+    mode: Literal["events", "approximate"] = "events"
+    approx_capacity_blocks: int = Field(100_000, ge=1)
+    approx_ttl_s: float = Field(600.0, gt=0)
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    request_timeout_s: float = Field(300.0, gt=0)
+    prefill_timeout_s: float = Field(120.0, gt=0)
+    first_token_timeout_s: float = Field(120.0, gt=0)
+    inter_token_timeout_s: float = Field(60.0, gt=0)
+    worker_start_timeout_s: float = Field(600.0, gt=0)
+    load_poll_interval_s: float = Field(0.5, gt=0)
+
+
+class RayConfig(_Strict):
+    address: str | None = None
+    namespace: str = "pdserve"
+    num_cpus: int | None = None
+
+
+class PdserveConfig(_Strict):
+    apiVersion: Literal["pdserve/v1"]
+    model: ModelConfig
+    engine: EngineConfig = EngineConfig()
+    prefill: PoolConfig = PoolConfig()
+    decode: PoolConfig = PoolConfig()
+    colocated: bool = False
+    disaggregation: DisaggPolicy = DisaggPolicy(min_remote_tokens=0)
+    index: IndexConfig = IndexConfig()
+    transfer: TransferConfig = TransferConfig()
+    server: ServerConfig = ServerConfig()
+    ray: RayConfig = RayConfig()
+
+    @field_validator("decode")
+    @classmethod
+    def _decode_needs_a_worker(cls, pool: PoolConfig) -> PoolConfig:
+        if pool.replicas < 1:
+            raise ValueError("the decode pool needs at least one replica")
+        return pool
+
+
+class ConfigError(ValueError):
+    """Every problem in a config file, one per line, each with its path (``prefill.replicas: ...``)."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__(f"{source}: {len(problems)} problem(s)\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    node = tree
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError("--set", [f"{dotted}: {key} is not a mapping"])
+    node[leaf] = value
+
+
+def parse_config(raw: Any, source: str = "<config>", overrides: dict[str, Any] | None = None) -> PdserveConfig:
+    """Validate a loaded YAML tree (plus dotted overrides); raise ``ConfigError`` listing all errors."""
+    if not isinstance(raw, dict):
+        raise ConfigError(source, ["<root>: expected a mapping"])
+    tree = dict(raw)
+    for dotted, value in (overrides or {}).items():
+        _set_path(tree, dotted, value)
+    try:
+        return PdserveConfig.model_validate(tree)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            path = ".".join(str(p) for p in err["loc"]) or "<root>"
+            problems.append(f"{path}: {err['msg']}")
+        raise ConfigError(source, problems) from None
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> PdserveConfig:
+    """Read and validate a YAML config file."""
+    text = Path(path).read_text()
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), [f"<yaml>: {exc}"]) from None
+    return parse_config(raw, str(path), overrides)
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["a.b=3", "c=x"]`` -> ``{"a.b": 3, "c": "x"}`` (values parsed as YAML scalars)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError("--set", [f"{item!r}: expected KEY=VALUE"])
+        out[key.strip()] = yaml.safe_load(value)
+    return out

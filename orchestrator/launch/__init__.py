@@ -1,0 +1,1 @@
+"""Starting worker pools: a pure plan from the config, and launchers (Ray, local processes)."""

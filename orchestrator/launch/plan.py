@@ -1,0 +1,79 @@
+"""From a config to the exact set of worker processes to start (pure, apart from probing free ports).
+
+Each vLLM worker gets its own process, gRPC port, NIXL side-channel port and KV-event ipc endpoint,
+so several workers share a host. Simulated workers are packed ``workers_per_process`` to a process.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+
+from orchestrator.config import PdserveConfig, PoolConfig, Resources
+from protocol.launch import EngineSpec, WorkerLaunchSpec
+from transfer.nixl_env import TransferSettings, engine_transfer_args, worker_env
+from transfer.ports import free_ports
+
+
+@dataclass(frozen=True)
+class ProcessPlan:
+    """One OS process hosting one or more workers, with the Ray resources it asks for."""
+
+    name: str
+    role: str
+    workers: tuple[WorkerLaunchSpec, ...]
+    resources: Resources
+
+
+def transfer_settings(config: PdserveConfig) -> TransferSettings:
+    t = config.transfer
+    return TransferSettings(device=t.device, side_channel_host=t.side_channel_host, ucx_tls=t.ucx_tls,
+                            ucx_net_devices=t.ucx_net_devices, lease_timeout_s=t.lease_timeout_s,
+                            progress_delay_us=t.progress_delay_us)
+
+
+def _pools(config: PdserveConfig) -> list[tuple[str, PoolConfig]]:
+    if config.colocated:
+        return [("both", config.decode)]
+    return [("prefill", config.prefill), ("decode", config.decode)]
+
+
+def plan_processes(config: PdserveConfig, run_id: str, host: str = "127.0.0.1") -> list[ProcessPlan]:
+    """Every process to start, ports chosen now. ``run_id`` keeps ipc paths of parallel runs apart."""
+    settings = transfer_settings(config)
+    ipc_dir = os.environ.get("PDSERVE_IPC_DIR", tempfile.gettempdir())
+    plans: list[ProcessPlan] = []
+    pools = _pools(config)
+    # Probe every port in one call: separate calls may hand out the same free port twice.
+    all_ports = free_ports(2 * sum(pool.replicas for _, pool in pools), host)
+    for role, pool in pools:
+        count = pool.replicas
+        ports, all_ports = all_ports[: 2 * count], all_ports[2 * count:]
+        specs: list[WorkerLaunchSpec] = []
+        for i in range(count):
+            worker_id = f"{role}-{i}"
+            args: dict[str, object] = dict(config.engine.args)
+            args.update(pool.engine_args)
+            env = dict(config.engine.env)
+            if config.engine.kind == "vllm":
+                args.update(engine_transfer_args(settings))
+                args["events_endpoint"] = f"ipc://{ipc_dir}/pdserve-{run_id}-{worker_id}.kv"
+                env.update(worker_env(settings, side_channel_port=ports[2 * i + 1]))
+                env.setdefault("VLLM_HOST_IP", host)
+            else:
+                args.setdefault("host", host)
+                args.setdefault("link_bandwidth_gbps", config.transfer.link_bandwidth_gbps)
+                args.setdefault("lease_timeout_s", config.transfer.lease_timeout_s)
+            engine = EngineSpec(
+                kind=config.engine.kind, model=str(config.model.resolved_path), worker_id=worker_id, role=role,
+                args=tuple(sorted(args.items())), env=tuple(sorted(env.items())),
+            )
+            specs.append(WorkerLaunchSpec(worker_id=worker_id, role=role, grpc_host=host,
+                                          grpc_port=ports[2 * i], engine=engine))
+        per_process = 1 if config.engine.kind == "vllm" else pool.workers_per_process
+        for start in range(0, len(specs), per_process):
+            group = tuple(specs[start:start + per_process])
+            plans.append(ProcessPlan(name=f"{role}-host-{start // per_process}", role=role, workers=group,
+                                     resources=pool.resources))
+    return plans

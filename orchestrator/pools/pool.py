@@ -1,0 +1,128 @@
+"""The orchestrator's view of a worker pool: each worker's client, health, load and in-flight work.
+
+A ``PoolMonitor`` task per pool polls every worker's load (``GetLoad``) on an interval and marks a
+worker unhealthy after ``fail_threshold`` consecutive failures (healthy again on the next success).
+For pools whose KV events feed the prefix index, it also keeps one ``StreamKvEvents`` subscription
+per worker and hands each batch to ``on_events`` (reconnecting after failures; the first batch after
+a reconnect has a sequence gap, which tells the index to resync that worker).
+
+All state is mutated on the orchestrator's event loop only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from orchestrator.pools.client import WorkerClient, WorkerError
+from protocol.convert import WorkerDescription
+from protocol.types import EngineLoad, KvEventBatch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerHandle:
+    """Mutable state of one worker, owned by its pool."""
+
+    client: WorkerClient
+    description: WorkerDescription
+    healthy: bool = True
+    failures: int = 0
+    load: EngineLoad = field(default_factory=EngineLoad)
+    in_flight: int = 0
+    queued_prefill_tokens: int = 0
+
+    @property
+    def worker_id(self) -> str:
+        return self.client.worker_id
+
+    @property
+    def host(self) -> str:
+        return self.description.host
+
+
+class WorkerPool:
+    """Workers of one role. Iteration order is stable (worker ids sorted)."""
+
+    def __init__(self, role: str, handles: list[WorkerHandle], queue_bound: int) -> None:
+        self.role = role
+        self.queue_bound = queue_bound
+        self._handles = {h.worker_id: h for h in sorted(handles, key=lambda h: h.worker_id)}
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._handles.values())
+
+    def __len__(self) -> int:
+        return len(self._handles)
+
+    def get(self, worker_id: str) -> WorkerHandle:
+        return self._handles[worker_id]
+
+    def healthy(self) -> list[WorkerHandle]:
+        return [h for h in self._handles.values() if h.healthy]
+
+
+EventSink = Callable[[str, KvEventBatch], None]
+
+
+class PoolMonitor:
+    """Background health/load polling and event subscriptions for one pool. ``stop`` cancels all."""
+
+    def __init__(self, pool: WorkerPool, interval_s: float, on_events: EventSink | None = None,
+                 on_worker_down: Callable[[str], None] | None = None, fail_threshold: int = 3) -> None:
+        self._pool = pool
+        self._interval = interval_s
+        self._on_events = on_events
+        self._on_down = on_worker_down
+        self._threshold = fail_threshold
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._poll_loop(), name=f"poll-{self._pool.role}"))
+        if self._on_events is not None:
+            for handle in self._pool:
+                self._tasks.append(asyncio.create_task(self._event_loop(handle), name=f"events-{handle.worker_id}"))
+
+    async def _poll_one(self, handle: WorkerHandle) -> None:
+        try:
+            report = await handle.client.load(timeout_s=max(1.0, self._interval * 4))
+        except WorkerError:
+            handle.failures += 1
+            if handle.healthy and handle.failures >= self._threshold:
+                handle.healthy = False
+                log.warning("worker %s marked unhealthy", handle.worker_id)
+                if self._on_down is not None:
+                    self._on_down(handle.worker_id)
+            return
+        handle.failures = 0
+        if not handle.healthy:
+            log.info("worker %s healthy again", handle.worker_id)
+        handle.healthy = True
+        handle.load = report.engine
+
+    async def _poll_loop(self) -> None:
+        while True:
+            await asyncio.gather(*(self._poll_one(h) for h in self._pool))
+            await asyncio.sleep(self._interval)
+
+    async def _event_loop(self, handle: WorkerHandle) -> None:
+        assert self._on_events is not None
+        while True:
+            try:
+                async for batch in handle.client.kv_events():
+                    self._on_events(handle.worker_id, batch)
+            except WorkerError as exc:
+                log.debug("event stream of %s ended: %s", handle.worker_id, exc)
+            await asyncio.sleep(self._interval)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()

@@ -1,0 +1,126 @@
+"""The running orchestrator: worker pools, router, prefix index and monitors, built from started
+workers. Owns the clients and background tasks it creates; ``close`` releases them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from orchestrator.config import PdserveConfig
+from orchestrator.flow import RequestFlow
+from orchestrator.launch.process import WorkerEndpoint
+from orchestrator.metrics import Metrics
+from orchestrator.pools.client import WorkerClient
+from orchestrator.pools.pool import PoolMonitor, WorkerHandle, WorkerPool
+from orchestrator.scheduler.approx_index import ApproxPrefixIndex
+from orchestrator.scheduler.links import LinkTable
+from orchestrator.scheduler.plugin import PluginEnv
+from orchestrator.scheduler.prefix_index import PrefixIndex
+from orchestrator.scheduler.profiles import build_pipeline
+from orchestrator.scheduler.router import Router
+from protocol.types import KvEventBatch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What every worker of the deployment agrees on (checked at start)."""
+
+    block_size: int
+    max_model_len: int
+    kv_bytes_per_token: int
+
+
+class Service:
+    def __init__(self, config: PdserveConfig, prefill: WorkerPool | None, decode: WorkerPool,
+                 facts: ModelFacts, metrics: Metrics) -> None:
+        self.config = config
+        self.prefill = prefill
+        self.decode = decode
+        self.facts = facts
+        self.metrics = metrics
+        links = LinkTable(cross_host_bytes_per_s=config.transfer.link_bandwidth_gbps * 1e9 / 8)
+        env = PluginEnv(seed=config.prefill.routing.seed, links=links)
+        self.index: PrefixIndex | ApproxPrefixIndex
+        if config.index.mode == "events":
+            self.index = PrefixIndex(config.model.name, facts.block_size)
+        else:
+            self.index = ApproxPrefixIndex(config.index.approx_capacity_blocks, config.index.approx_ttl_s)
+        prefill_profile = config.prefill.routing.resolve()
+        decode_profile = config.decode.routing.resolve()
+        self.router = Router(model=config.model.name, block_size=facts.block_size, index=self.index,
+                             prefill=build_pipeline(prefill_profile, env), decode=build_pipeline(decode_profile, env),
+                             disagg=config.disaggregation)
+        self.flow = RequestFlow(router=self.router, prefill=prefill, decode=decode, metrics=metrics,
+                                server=config.server, prefill_policy=prefill_profile.name,
+                                decode_policy=decode_profile.name, kv_bytes_per_token=facts.kv_bytes_per_token)
+        self._monitors: list[PoolMonitor] = []
+
+    @classmethod
+    async def connect(cls, config: PdserveConfig, endpoints: list[WorkerEndpoint],
+                      metrics: Metrics | None = None) -> Service:
+        """Open clients to started workers, read their facts, and build the service."""
+        handles: dict[str, list[WorkerHandle]] = {"prefill": [], "decode": [], "both": []}
+        for endpoint in endpoints:
+            client = WorkerClient(endpoint.worker_id, endpoint.address)
+            description = await client.info(timeout_s=30)
+            handles[endpoint.role].append(WorkerHandle(client=client, description=description))
+        everyone = [h for group in handles.values() for h in group]
+        block_sizes = {h.description.engine.block_size for h in everyone}
+        if len(block_sizes) != 1:
+            raise RuntimeError(f"workers disagree on block size: {sorted(block_sizes)}")
+        first = everyone[0].description.engine
+        facts = ModelFacts(block_size=first.block_size,
+                           max_model_len=min(h.description.engine.max_model_len for h in everyone),
+                           kv_bytes_per_token=first.kv_bytes_per_token)
+        prefill = WorkerPool("prefill", handles["prefill"], config.prefill.queue_bound) if handles["prefill"] else None
+        decode_handles = handles["decode"] + handles["both"]
+        decode = WorkerPool("decode", decode_handles, config.decode.queue_bound)
+        service = cls(config, prefill, decode, facts, metrics or Metrics())
+        service.start_monitors()
+        return service
+
+    def _on_events(self, worker_id: str, batch: KvEventBatch) -> None:
+        if not isinstance(self.index, PrefixIndex):
+            return
+        result = self.index.apply(worker_id, batch)
+        if result.resynced:
+            self.metrics.index_resyncs.inc()
+        self.metrics.index_blocks.set(self.index.size())
+
+    def _on_down(self, worker_id: str) -> None:
+        if isinstance(self.index, PrefixIndex):
+            self.index.remove_worker(worker_id)
+
+    def start_monitors(self) -> None:
+        interval = self.config.server.load_poll_interval_s
+        if self.prefill is not None:
+            self._monitors.append(PoolMonitor(self.prefill, interval, self._on_events, self._on_down))
+        # Decode workers' caches matter only for local prefill; their events are not indexed.
+        self._monitors.append(PoolMonitor(self.decode, interval))
+        for monitor in self._monitors:
+            monitor.start()
+
+    def update_load_gauges(self) -> None:
+        for pool in (self.prefill, self.decode):
+            if pool is None:
+                continue
+            for h in pool:
+                g = self.metrics.worker_load
+                g.labels(h.worker_id, "running").set(h.load.running)
+                g.labels(h.worker_id, "waiting").set(h.load.waiting)
+                g.labels(h.worker_id, "kv_usage").set(h.load.kv_usage)
+                g.labels(h.worker_id, "in_flight").set(h.in_flight)
+                g.labels(h.worker_id, "kv_blocks_pulled").set(h.load.kv_blocks_pulled)
+                g.labels(h.worker_id, "kv_bytes_pulled").set(h.load.kv_bytes_pulled)
+                g.labels(h.worker_id, "kv_pulls").set(h.load.kv_pulls)
+                g.labels(h.worker_id, "kv_pull_seconds").set(h.load.kv_pull_seconds)
+                self.metrics.worker_healthy.labels(h.worker_id).set(1 if h.healthy else 0)
+
+    async def close(self) -> None:
+        for monitor in self._monitors:
+            await monitor.stop()
+        clients = [h.client for pool in (self.prefill, self.decode) if pool is not None for h in pool]
+        await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
