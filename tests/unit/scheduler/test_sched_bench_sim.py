@@ -44,5 +44,6 @@ def test_prefix_routing_beats_round_robin_on_hits() -> None:
 
 def test_event_index_predictions_are_realised() -> None:
     row = _run("kv_aware")
-    # the engine never reuses a prompt's last block (vLLM), so it may observe slightly less than predicted
-    assert 0.9 <= float(row["observed_over_predicted"]) <= 1.0  # type: ignore[arg-type]
+    # Exact events: what the router predicted is what the engine finds, give or take the prompt's last block
+    # (never reused, as in vLLM) and blocks that requests queued ahead computed after the routing decision.
+    assert 0.9 <= float(row["observed_over_predicted"]) <= 1.1  # type: ignore[arg-type]
