@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import platform
 import time
 import tracemalloc
@@ -121,7 +122,8 @@ def run(shape: FleetShape, prompt_tokens: int, iters: int, seed: int) -> dict[st
     for _ in range(50):  # warm up
         decide(target)
     result: dict[str, object] = {
-        "machine": {"python": platform.python_version(), "processor": platform.processor() or platform.machine()},
+        "machine": {"python": platform.python_version(), "processor": platform.processor() or platform.machine(),
+                    "cpus": os.cpu_count(), "load_average_at_start": [round(x, 2) for x in os.getloadavg()]},
         "shape": {**shape.__dict__, "prompt_tokens": prompt_tokens, "iters": iters, "seed": seed},
         "index": {"blocks": index.size, "distinct_hashes": index.stats().hashes,
                   "bytes_per_block": round(index_bytes / index.size, 1), "bytes_total": index_bytes,
