@@ -112,7 +112,8 @@ def create_app(service: Service, tokenizer: Tokenizer) -> FastAPI:
             raise upstream_failed(f"Decode failed: {exc}", "no output" in str(exc)) from None
         service.metrics.requests.labels(endpoint, "200").inc()
         full_text, reason, completion_tokens, cached = result
-        payload = shape.final(full_text, reason, len(prompt), completion_tokens, cached)
+        payload = shape.final(full_text, reason, len(prompt), completion_tokens, cached,
+                              list(text.ids) if body.return_token_ids else None)
         return JSONResponse(payload, headers=headers)
 
     @app.post("/v1/chat/completions")

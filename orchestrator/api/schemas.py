@@ -41,6 +41,7 @@ class _Sampling(_Body):
     user: str | None = None
     cache_salt: str | None = None
     ignore_eos: bool = False
+    return_token_ids: bool = False  # vLLM's extension: the choice carries the generated token ids
 
     def stop_list(self) -> list[str]:
         if self.stop is None:

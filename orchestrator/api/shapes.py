@@ -61,7 +61,7 @@ class ResponseShape:
         return {**self._head(obj), "choices": [], "usage": usage(prompt_tokens, completion_tokens, cached)}
 
     def final(self, text: str, finish_reason: str, prompt_tokens: int, completion_tokens: int,
-              cached: int) -> dict[str, Any]:
+              cached: int, token_ids: list[int] | None = None) -> dict[str, Any]:
         if self.kind == "chat":
             choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text},
                                       "logprobs": None, "finish_reason": finish_reason}
@@ -69,4 +69,6 @@ class ResponseShape:
         else:
             choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
             obj = "text_completion"
+        if token_ids is not None:
+            choice["token_ids"] = token_ids
         return {**self._head(obj), "choices": [choice], "usage": usage(prompt_tokens, completion_tokens, cached)}
