@@ -1,0 +1,282 @@
+"""``SimEngine``: the ``EngineAdapter`` over ``SimEngineCore``, registered as engine kind ``sim``.
+
+One asyncio task runs the engine loop: plan a step, sleep its modelled duration, apply it, deliver the
+sampled tokens, publish the step's KV events as one ``KvEventBatch``. With nothing to do the task
+waits on an event, and leases and KV pulls are loop timers, so an idle engine costs no CPU.
+
+KV handoff. A ``remote_decode`` request finishes after its first token with a ``KVHandoff`` (engine id =
+worker id, the prompt's block ids, ``handoff_host``/``handoff_port`` from the profile, lease deadline =
+now + ``lease_timeout_s``) and its blocks stay held until ``release_handoff``, the lease expiring, or a
+decode engine in the same process finishing its pull (the NIXL completion notification; engines register
+by engine id while started, so ids must be unique in a process). A request with a ``handoff`` allocates
+blocks for its prompt, pulls those not in its own prefix cache over the engine's one link (pulls queue
+behind each other; each takes ``link_latency_s + bytes / link_bandwidth_bytes_per_s``, scaled by
+``speedup``), then recomputes the last prompt token and decodes, so its stream starts with the same
+first token the prefill sampled. A pull fails with ``KvPullError`` if the lease has run out by then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import weakref
+from collections import deque
+from collections.abc import AsyncIterator
+
+from protocol.types import EngineInfo, EngineLoad, KvEventBatch
+from transfer.handoff import KVHandoff
+from worker.engine import EngineRequest, EngineSpec, TokenDelta, register_engine
+from worker.engines.sim.engine import Output, SimEngineCore
+from worker.engines.sim.profile import load_profile
+from worker.engines.sim.scheduler import Pull
+from worker.engines.sim.timing import kv_bytes, transfer_time
+
+MAX_PENDING_EVENT_BATCHES = 4096  # beyond this the oldest are dropped; the reader sees a seq gap
+_MAX_CLOCK_LAG_S = 0.05  # how far behind its modelled clock the loop may run and still catch up
+
+# Started sim engines of this process by engine id: a decode that pulled a handoff tells its
+# prefill engine to free the blocks, as NIXL's completion notification does.
+_PEERS: weakref.WeakValueDictionary[str, SimEngine] = weakref.WeakValueDictionary()
+
+
+class KvPullError(RuntimeError):
+    """A decode could not pull a handoff's KV: the prefill side no longer holds the blocks."""
+
+
+class _Stream:
+    """Tokens produced for one request and not yet taken by its ``generate`` consumer."""
+
+    __slots__ = ("cached", "error", "finish", "handoff", "ready", "request", "tokens")
+
+    def __init__(self, request: EngineRequest) -> None:
+        self.request = request
+        self.tokens: list[int] = []
+        self.finish: str | None = None
+        self.cached = 0
+        self.handoff: KVHandoff | None = None
+        self.error: BaseException | None = None
+        self.ready = asyncio.Event()
+
+    def push(self, tokens: tuple[int, ...], finish: str | None, cached: int,
+             handoff: KVHandoff | None = None) -> None:
+        self.tokens.extend(tokens)
+        self.finish, self.cached, self.handoff = finish, cached, handoff
+        self.ready.set()
+
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+        self.ready.set()
+
+    async def take(self) -> TokenDelta:
+        while not (self.tokens or self.finish or self.error):
+            self.ready.clear()
+            await self.ready.wait()
+        if self.error is not None:
+            raise self.error
+        delta = TokenDelta(tuple(self.tokens), finished=self.finish is not None, finish_reason=self.finish,
+                           num_cached_tokens=self.cached, handoff=self.handoff)
+        self.tokens = []
+        return delta
+
+
+@register_engine("sim")
+class SimEngine:
+    """A simulated vLLM engine (see the module docstring); args: ``SimProfile`` fields + ``profile``."""
+
+    def __init__(self, spec: EngineSpec) -> None:
+        self.spec = spec
+        self.profile = load_profile(spec.args)
+        self.core = SimEngineCore(self.profile)
+        self.engine_id = spec.worker_id
+        self._streams: dict[str, _Stream] = {}
+        self._leases: dict[str, asyncio.TimerHandle] = {}
+        self._pulls: dict[str, asyncio.TimerHandle] = {}
+        self._events: deque[KvEventBatch] = deque(maxlen=MAX_PENDING_EVENT_BATCHES)
+        self._events_ready = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._link_free_at = 0.0
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.steps = 0  # engine steps that computed something, for measurements
+
+    # ----------------------------------------------------------------- EngineAdapter
+    async def start(self) -> None:
+        if self._task is not None:
+            raise RuntimeError("engine already started")
+        self._task = asyncio.create_task(self._run(), name=f"sim-engine-{self.engine_id}")
+        _PEERS[self.engine_id] = self
+
+    def info(self) -> EngineInfo:
+        p = self.profile
+        return EngineInfo(engine_id=self.engine_id, model=self.spec.model or p.model, block_size=p.block_size,
+                          num_blocks=p.num_blocks, max_model_len=self.core.max_model_len,
+                          kv_bytes_per_token=p.kv_bytes_per_token)
+
+    async def generate(self, request: EngineRequest) -> AsyncIterator[TokenDelta]:
+        if self._task is None or self._closed:
+            raise RuntimeError("engine is not running")
+        self.core.add(request)
+        stream = self._streams[request.request_id] = _Stream(request)
+        self._wake.set()
+        finished = False
+        try:
+            while not finished:
+                delta = await stream.take()
+                finished = delta.finished
+                yield delta
+        finally:
+            if not finished:
+                self._abort_now(request.request_id)
+
+    async def abort(self, request_id: str) -> None:
+        self._abort_now(request_id)
+
+    def load(self) -> EngineLoad:
+        return self.core.load()
+
+    async def kv_events(self) -> AsyncIterator[KvEventBatch]:
+        while not self._closed:
+            while self._events:
+                yield self._events.popleft()
+            self._events_ready.clear()
+            await self._events_ready.wait()
+
+    async def shutdown(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if _PEERS.get(self.engine_id) is self:
+            del _PEERS[self.engine_id]
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for handle in (*self._leases.values(), *self._pulls.values()):
+            handle.cancel()
+        self._leases.clear()
+        self._pulls.clear()
+        for rid in list(self._streams):
+            self._abort_now(rid)
+        self._events_ready.set()
+
+    # ----------------------------------------------------------------- beyond the protocol
+    def release_handoff(self, request_id: str) -> bool:
+        """Free the blocks a finished prefill holds for a remote decode now; False if none held."""
+        handle = self._leases.pop(request_id, None)
+        if handle is not None:
+            handle.cancel()
+        if not self.core.release(request_id):
+            return False
+        self._wake.set()
+        return True
+
+    def reset_prefix_cache(self) -> bool:
+        """Drop the prefix cache (publishes ``AllBlocksCleared``); False while any block is in use."""
+        done = self.core.blocks.reset()
+        self._publish_events()
+        return done
+
+    # ----------------------------------------------------------------- the loop
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        clock = loop.time()
+        while True:
+            plan = self.core.begin_step()
+            if plan is None:
+                self._publish_events()
+                self._wake.clear()
+                await self._wake.wait()
+                clock = loop.time()
+                continue
+            for pull in plan.schedule.pulls:
+                self._start_pull(pull)
+            if plan.schedule.chunks:
+                now = loop.time()
+                clock = (clock if clock >= now - _MAX_CLOCK_LAG_S else now) + plan.duration_s
+                await asyncio.sleep(clock - now)
+                self.steps += 1
+                self._deliver(self.core.finish_step(plan))
+            self._publish_events()
+
+    def _deliver(self, outputs: list[Output]) -> None:
+        for out in outputs:
+            stream = self._streams.get(out.request_id)
+            handoff = None
+            if out.held_blocks is not None:
+                if stream is None:
+                    self.core.release(out.request_id)
+                    continue
+                handoff = self._hold(out, stream.request)
+            if stream is None:
+                continue
+            stream.push(out.token_ids, out.finish_reason, out.num_cached_tokens, handoff)
+            if out.finish_reason is not None:
+                del self._streams[out.request_id]
+
+    def _hold(self, out: Output, request: EngineRequest) -> KVHandoff:
+        lease = self.profile.lease_timeout_s
+        loop = asyncio.get_running_loop()
+        self._leases[out.request_id] = loop.call_later(lease, self.release_handoff, out.request_id)
+        assert out.held_blocks is not None
+        return KVHandoff(
+            engine_id=self.engine_id, block_ids=(out.held_blocks,), host=self.profile.handoff_host,
+            port=self.profile.handoff_port, request_id=out.request_id, first_token=out.token_ids[0],
+            num_cached_tokens=out.num_cached_tokens, prompt_tokens=len(request.prompt_token_ids),
+            lease_deadline=time.time() + lease)
+
+    def _start_pull(self, pull: Pull) -> None:
+        loop = asyncio.get_running_loop()
+        seconds = transfer_time(self.profile, kv_bytes(self.profile, pull.num_blocks))
+        done = max(loop.time(), self._link_free_at) + seconds
+        self._link_free_at = done
+        self._pulls[pull.seq_id] = loop.call_at(done, self._finish_pull, pull, seconds)
+
+    def _finish_pull(self, pull: Pull, seconds: float) -> None:
+        self._pulls.pop(pull.seq_id, None)
+        stream = self._streams.get(pull.seq_id)
+        if stream is None or not self.core.is_live(pull.seq_id, pull.uid):
+            return
+        handoff = stream.request.handoff
+        assert handoff is not None
+        error = _check_source(handoff)
+        if error is not None:
+            self.core.abort(pull.seq_id)
+            del self._streams[pull.seq_id]
+            stream.fail(KvPullError(f"request {pull.seq_id!r}: {error}"))
+        else:
+            self.core.pull_done(pull, seconds)
+            source = _PEERS.get(handoff.engine_id)
+            if source is not None:
+                source.release_handoff(handoff.request_id)
+        self._wake.set()
+        self._publish_events()
+
+    def _abort_now(self, request_id: str) -> None:
+        handle = self._pulls.pop(request_id, None)
+        if handle is not None:
+            handle.cancel()
+        self.core.abort(request_id)
+        stream = self._streams.pop(request_id, None)
+        if stream is not None:
+            stream.push((), "abort", stream.cached)
+        self._wake.set()
+
+    def _publish_events(self) -> None:
+        batch = self.core.drain_events(time.time())
+        if batch is not None:
+            self._events.append(batch)
+            self._events_ready.set()
+
+
+def _check_source(handoff: KVHandoff) -> str | None:
+    """Why the handoff's blocks cannot be read now, or None if they can."""
+    source = _PEERS.get(handoff.engine_id)
+    if source is not None:
+        held = source.core.held_blocks(handoff.request_id)
+        if held is None or (held,) != handoff.block_ids:
+            return f"engine {handoff.engine_id!r} no longer holds the blocks of {handoff.request_id!r}"
+        return None
+    if handoff.lease_deadline and time.time() > handoff.lease_deadline:
+        return f"the lease on engine {handoff.engine_id!r} expired before the pull finished"
+    return None
