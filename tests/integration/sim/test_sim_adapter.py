@@ -101,10 +101,12 @@ async def test_prefill_then_remote_decode_equals_colocated(make: Factory) -> Non
     first, pdone = await run(prefill, req("p", remote_decode=True))
     handoff = pdone.handoff
     assert handoff is not None and pdone.finish_reason == "length" and first == expected[:1]
-    assert (handoff.engine_id, handoff.request_id, handoff.first_token) == ("p0", "p", expected[0])
+    assert (handoff.engine_id, handoff.first_token) == ("p0", expected[0])
+    assert handoff.request_id.startswith("p@")  # a lease key: the request id itself is free again
     assert handoff.num_blocks == 11 and handoff.prompt_tokens == 41
     assert handoff.lease_deadline > time.time()
-    assert prefill.core.held_blocks("p") == handoff.block_ids[0] and prefill.load().kv_usage > 0
+    assert prefill.core.held_blocks(handoff.request_id) == handoff.block_ids[0]
+    assert prefill.load().kv_usage > 0
     out, last = await run(decode, req("d", handoff=handoff))
     assert out == expected
     assert last.num_cached_tokens == 40
@@ -112,8 +114,18 @@ async def test_prefill_then_remote_decode_equals_colocated(make: Factory) -> Non
     assert (load.kv_pulls, load.kv_blocks_pulled, load.kv_bytes_pulled) == (1, 11, 11 * 4 * 1024)
     assert load.kv_pull_seconds == pytest.approx(0.0005 + 11 * 4 * 1024 / 1e8)
     # the decode told its (same-process) prefill engine it is done: blocks released, still cached
-    assert prefill.core.held_blocks("p") is None and prefill.load().kv_usage == 0.0
+    assert prefill.core.held_blocks(handoff.request_id) is None and prefill.load().kv_usage == 0.0
     assert prefill.core.blocks.match(PROMPT) == 40
+
+
+async def test_colocated_worker_prefills_then_decodes_under_the_same_request_id(make: Factory) -> None:
+    both, colo = await make("both0"), await make()
+    expected, _ = await run(colo, req("c"))
+    _, pdone = await run(both, req("r", remote_decode=True))
+    out, last = await run(both, req("r", handoff=pdone.handoff))
+    assert out == expected and last.num_cached_tokens == 40
+    assert both.load().kv_blocks_pulled == 1  # only the partial last block: the full ones were cached
+    assert both.load().kv_usage == 0.0  # and the pull released its own lease
 
 
 async def test_decode_pulls_only_blocks_missing_locally(make: Factory) -> None:
@@ -130,7 +142,7 @@ async def test_lease_expiry_frees_held_blocks(make: Factory) -> None:
     _, pdone = await run(prefill, req("p", remote_decode=True))
     assert pdone.handoff is not None and prefill.load().kv_usage > 0
     await asyncio.sleep(0.15)
-    assert prefill.core.held_blocks("p") is None and prefill.load().kv_usage == 0.0
+    assert prefill.core.held_blocks(pdone.handoff.request_id) is None and prefill.load().kv_usage == 0.0
     decode = await make("d2")
     with pytest.raises(KvPullError, match="no longer holds"):
         await run(decode, req("d", handoff=pdone.handoff))
@@ -256,9 +268,12 @@ async def test_bad_requests_are_rejected(make: Factory) -> None:
         await run(engine, req("a", tuple(range(1, 300))))
     with pytest.raises(ValueError, match="out of range"):
         await run(engine, req("b", (5, 1000)))
-    _, pdone = await run(engine, req("p", remote_decode=True))
+    busy = engine.generate(req("p", sampling=SamplingSpec(max_tokens=50)))
+    await busy.__anext__()
     with pytest.raises(ValueError, match="already in use"):
         await run(engine, req("p"))
+    await busy.aclose()  # type: ignore[attr-defined]
+    _, pdone = await run(engine, req("p", remote_decode=True))
     assert pdone.handoff is not None
     with pytest.raises(ValueError, match="blocks"):
         await run(engine, req("c", PROMPT[:10], handoff=pdone.handoff))

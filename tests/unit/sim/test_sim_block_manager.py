@@ -165,6 +165,22 @@ def test_free_unknown_sequence_raises_and_double_allocate_raises() -> None:
         bm.free("a")
 
 
+def test_rename_moves_a_table_and_keeps_it_growing() -> None:
+    bm = BlockManager(8, BS)
+    tokens = list(range(6))
+    bm.allocate("a", tokens, 6)
+    table = bm.block_table("a")
+    bm.rename("a", "lease")
+    assert not bm.has("a") and bm.block_table("lease") == table
+    bm.commit("lease", tokens, 6)
+    assert bm.num_cached_blocks == 1
+    bm.allocate("a", [9], 1)
+    with pytest.raises(ValueError):
+        bm.rename("a", "lease")
+    bm.free("lease")
+    assert bm.usage == pytest.approx(1 / 8)
+
+
 def test_reset_refuses_while_blocks_are_in_use_then_clears() -> None:
     bm = BlockManager(8, BS)
     full(bm, "a", list(range(9)))

@@ -161,15 +161,18 @@ class SimEngine:
         self._events_ready.set()
 
     # ----------------------------------------------------------------- beyond the protocol
-    def release_handoff(self, request_id: str) -> bool:
-        """Free the blocks a finished prefill holds for a remote decode now; False if none held."""
-        handle = self._leases.pop(request_id, None)
-        if handle is not None:
-            handle.cancel()
-        if not self.core.release(request_id):
-            return False
-        self._wake.set()
-        return True
+    def release_handoff(self, key: str) -> bool:
+        """Free now the blocks a finished prefill holds for a remote decode: ``key`` is a handoff's
+        ``request_id`` (its lease key) or the request id (every lease of it). False if none held."""
+        released = False
+        for lease in self.core.leases(key):
+            handle = self._leases.pop(lease, None)
+            if handle is not None:
+                handle.cancel()
+            released = self.core.release(lease) or released
+        if released:
+            self._wake.set()
+        return released
 
     def reset_prefix_cache(self) -> bool:
         """Drop the prefix cache (publishes ``AllBlocksCleared``); False while any block is in use."""
@@ -205,7 +208,7 @@ class SimEngine:
             handoff = None
             if out.held_blocks is not None:
                 if stream is None:
-                    self.core.release(out.request_id)
+                    self.core.release(out.lease)
                     continue
                 handoff = self._hold(out, stream.request)
             if stream is None:
@@ -217,11 +220,11 @@ class SimEngine:
     def _hold(self, out: Output, request: EngineRequest) -> KVHandoff:
         lease = self.profile.lease_timeout_s
         loop = asyncio.get_running_loop()
-        self._leases[out.request_id] = loop.call_later(lease, self.release_handoff, out.request_id)
+        self._leases[out.lease] = loop.call_later(lease, self.release_handoff, out.lease)
         assert out.held_blocks is not None
         return KVHandoff(
             engine_id=self.engine_id, block_ids=(out.held_blocks,), host=self.profile.handoff_host,
-            port=self.profile.handoff_port, request_id=out.request_id, first_token=out.token_ids[0],
+            port=self.profile.handoff_port, request_id=out.lease, first_token=out.token_ids[0],
             num_cached_tokens=out.num_cached_tokens, prompt_tokens=len(request.prompt_token_ids),
             lease_deadline=time.time() + lease)
 

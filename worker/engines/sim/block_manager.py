@@ -193,6 +193,15 @@ class BlockManager:
             run_tokens.extend(tokens)
         self._emit_stored(run, run_parent, run_tokens, salt)
 
+    def rename(self, seq_id: str, new_id: str) -> None:
+        """Move ``seq_id``'s blocks to ``new_id`` (e.g. to hold them under a lease while the request id
+        is reused). ``KeyError`` if ``seq_id`` holds none, ``ValueError`` if ``new_id`` holds some."""
+        if new_id in self._tables:
+            raise ValueError(f"sequence {new_id!r} already holds blocks")
+        self._tables[new_id] = self._tables.pop(seq_id)
+        self._chain[new_id] = self._chain.pop(seq_id)
+        self._salt[new_id] = self._salt.pop(seq_id)
+
     def free(self, seq_id: str) -> None:
         """Drop ``seq_id``'s table. Its blocks stay cached (evictable) until their space is needed;
         later blocks of the sequence are evicted before earlier ones. ``KeyError`` if unknown."""

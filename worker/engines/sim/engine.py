@@ -41,13 +41,15 @@ class StepPlan:
 @dataclass(frozen=True)
 class Output:
     """One request's result of one step. ``held_blocks`` is set when a ``remote_decode`` request
-    finished and its prompt's blocks are now held for a remote decode (see ``release``)."""
+    finished and its prompt's blocks are now held for a remote decode under the lease key ``lease``
+    (``"<request id>@<n>"``, so the request id itself is free for reuse; see ``release``)."""
 
     request_id: str
     token_ids: tuple[int, ...]
     finish_reason: str | None
     num_cached_tokens: int
     held_blocks: tuple[int, ...] | None = None
+    lease: str = ""
 
 
 @dataclass(frozen=True)
@@ -108,15 +110,22 @@ class SimEngineCore:
         self.scheduler.abort(request_id)
         return True
 
-    def release(self, request_id: str) -> bool:
-        """Free the blocks a finished ``remote_decode`` request holds; False if it holds none."""
-        if self._held.pop(request_id, None) is None:
+    def leases(self, key: str) -> list[str]:
+        """Lease keys named by ``key``: itself if it is one, else every lease of request id ``key``."""
+        if key in self._held:
+            return [key]
+        return [k for k in self._held if k.rpartition("@")[0] == key]
+
+    def release(self, lease: str) -> bool:
+        """Free the blocks held under lease key ``lease``; False if none are."""
+        if self._held.pop(lease, None) is None:
             return False
-        self.blocks.free(request_id)
+        self.blocks.free(lease)
         return True
 
-    def held_blocks(self, request_id: str) -> tuple[int, ...] | None:
-        return self._held.get(request_id)
+    def held_blocks(self, lease: str) -> tuple[int, ...] | None:
+        """The blocks held under lease key ``lease``, or None."""
+        return self._held.get(lease)
 
     def is_live(self, request_id: str, uid: int) -> bool:
         seq = self.scheduler.get(request_id)
@@ -161,14 +170,16 @@ class SimEngineCore:
             token = self._sample(req, len(seq.token_ids))
             seq.token_ids.append(token)
             reason = self._finish_reason(req, token)
-            held = None
+            held, lease = None, ""
             if reason is not None:
                 del self._reqs[seq.seq_id]
                 keep = req.request.remote_decode
                 self.scheduler.finish(seq.seq_id, keep_blocks=keep)
                 if keep:
-                    held = self._held[seq.seq_id] = self.blocks.block_table(seq.seq_id)
-            outputs.append(Output(seq.seq_id, (token,), reason, max(seq.num_cached, 0), held))
+                    lease = f"{seq.seq_id}@{seq.uid}"
+                    self.blocks.rename(seq.seq_id, lease)
+                    held = self._held[lease] = self.blocks.block_table(lease)
+            outputs.append(Output(seq.seq_id, (token,), reason, max(seq.num_cached, 0), held, lease))
         return outputs
 
     # ----------------------------------------------------------------- observation
@@ -206,7 +217,7 @@ class SimEngineCore:
                                  f"needs {self.blocks.blocks_for(len(prompt))} of {p.block_size} tokens")
             if handoff.prompt_tokens not in (0, len(prompt)):
                 raise ValueError(f"handoff is for {handoff.prompt_tokens} prompt tokens, got {len(prompt)}")
-        if request.request_id in self._reqs or request.request_id in self._held:
+        if request.request_id in self._reqs:
             raise ValueError(f"request id {request.request_id!r} is already in use")
 
     def _sample(self, req: _Request, position: int) -> int:
