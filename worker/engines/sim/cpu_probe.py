@@ -36,6 +36,10 @@ def _steps(engines: list[SimEngine]) -> int:
     return sum(e.steps for e in engines)
 
 
+def _late(engines: list[SimEngine]) -> int:
+    return sum(e.late_steps for e in engines)
+
+
 async def _measure(seconds: float) -> tuple[float, float]:
     cpu0, wall0 = time.process_time(), time.perf_counter()
     await asyncio.sleep(seconds)
@@ -65,12 +69,12 @@ async def main(opts: argparse.Namespace) -> None:
 
     tasks = [asyncio.create_task(keep_decoding(e)) for e in decode for _ in range(opts.batch)]
     await asyncio.sleep(1.0)  # warm up
-    tokens[0], steps0 = 0, _steps(decode)
+    tokens[0], steps0, late0 = 0, _steps(decode), _late(decode)
     cpu, wall = await _measure(opts.seconds)
-    steps = _steps(decode) - steps0
+    steps, late = _steps(decode) - steps0, _late(decode) - late0
     print(f"decode {opts.engines} engines x {opts.batch} seqs: {cpu / wall:.3f} cores, {steps / wall:.0f} steps/s, "
           f"{tokens[0] / wall:.0f} tokens/s, {1e6 * cpu / max(steps, 1):.0f} us/step, "
-          f"{1e6 * cpu / max(tokens[0], 1):.1f} us/token")
+          f"{1e6 * cpu / max(tokens[0], 1):.1f} us/token, {late} steps late (CPU-starved)")
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
