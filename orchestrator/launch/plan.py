@@ -62,9 +62,9 @@ def plan_processes(config: PdserveConfig, run_id: str, host: str = "127.0.0.1") 
                 env.update(worker_env(settings, side_channel_port=ports[2 * i + 1]))
                 env.setdefault("VLLM_HOST_IP", host)
             else:
-                args.setdefault("host", host)
-                args.setdefault("link_bandwidth_gbps", config.transfer.link_bandwidth_gbps)
-                args.setdefault("lease_timeout_s", config.transfer.lease_timeout_s)
+                args.setdefault("handoff_host", host)
+                args.setdefault("link_bandwidth_bytes_per_s", config.transfer.link_bandwidth_gbps * 1e9 / 8)
+                args.setdefault("lease_timeout_s", float(config.transfer.lease_timeout_s))
             engine = EngineSpec(
                 kind=config.engine.kind, model=str(config.model.resolved_path), worker_id=worker_id, role=role,
                 args=tuple(sorted(args.items())), env=tuple(sorted(env.items())),
