@@ -7,6 +7,7 @@ path (``ConfigError``). The models carry no behaviour beyond small derived value
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -157,7 +158,7 @@ def parse_config(raw: Any, source: str = "<config>", overrides: dict[str, Any] |
     """Validate a loaded YAML tree (plus dotted overrides); raise ``ConfigError`` listing all errors."""
     if not isinstance(raw, dict):
         raise ConfigError(source, ["<root>: expected a mapping"])
-    tree = dict(raw)
+    tree = copy.deepcopy(raw)  # overrides must not write into the caller's tree
     for dotted, value in (overrides or {}).items():
         _set_path(tree, dotted, value)
     try:
