@@ -10,10 +10,10 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator
 
 from orchestrator.scheduler.disagg_policy import DisaggPolicy
 from orchestrator.scheduler.profiles import PRESETS, PoolProfile, preset
@@ -53,11 +53,26 @@ class Resources(_Strict):
     memory_gb: float | None = None
 
 
+def _profile_kind(value: Any) -> str | None:
+    if isinstance(value, str):
+        return "<preset>"
+    return "<profile>" if isinstance(value, dict | PoolProfile) else None
+
+
+# A preset name or an explicit profile, told apart by the value's type, so an error inside an explicit
+# profile is reported at its own path (the tags start with "<" and are left out of error paths).
+ProfileChoice = Annotated[
+    Annotated[str, Tag("<preset>")] | Annotated[PoolProfile, Tag("<profile>")],
+    Discriminator(_profile_kind, custom_error_type="profile_type",
+                  custom_error_message="expected a preset name or a profile mapping"),
+]
+
+
 class RoutingConfig(_Strict):
     """The pool's scheduling profile: a preset name (``orchestrator.scheduler.profiles.PRESETS``) or an
     explicit profile (filters -> weighted scorers -> picker)."""
 
-    profile: str | PoolProfile = "round_robin"
+    profile: ProfileChoice = "round_robin"
     seed: int = 0
 
     @field_validator("profile")
@@ -166,7 +181,7 @@ def parse_config(raw: Any, source: str = "<config>", overrides: dict[str, Any] |
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            path = ".".join(str(p) for p in err["loc"]) or "<root>"
+            path = ".".join(str(p) for p in err["loc"] if not str(p).startswith("<")) or "<root>"
             problems.append(f"{path}: {err['msg']}")
         raise ConfigError(source, problems) from None
 
