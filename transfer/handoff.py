@@ -74,9 +74,9 @@ class KVHandoff:
         Raises ``ValueError`` when a required field is missing (the connector did not hold blocks).
         """
         try:
-            engine_id = str(params["remote_engine_id"])
+            engine_id = str(_required(params, "remote_engine_id"))
             block_ids = _block_groups(params["remote_block_ids"])
-            host = str(params["remote_host"])
+            host = str(_required(params, "remote_host"))
             port = int(params["remote_port"])  # type: ignore[call-overload]
         except (KeyError, TypeError) as exc:
             raise ValueError(f"prefill returned incomplete kv_transfer_params: {dict(params)!r}") from exc
@@ -98,9 +98,17 @@ class KVHandoff:
         )
 
 
+def _required(params: Mapping[str, object], key: str) -> object:
+    """``params[key]``; a None value counts as missing (``str(None)`` would make a bogus id)."""
+    value = params[key]
+    if value is None:
+        raise KeyError(key)
+    return value
+
+
 def _block_groups(raw: object) -> tuple[tuple[int, ...], ...]:
     """vLLM gives one list of block ids per KV-cache group (older versions: one flat list)."""
-    if not isinstance(raw, Sequence):
+    if isinstance(raw, str | bytes) or not isinstance(raw, Sequence):
         raise TypeError(f"remote_block_ids is not a list: {raw!r}")
     if raw and all(isinstance(g, Sequence) for g in raw):
         return tuple(tuple(int(b) for b in g) for g in raw)  # type: ignore[union-attr]
