@@ -60,11 +60,12 @@ class IncrementalText:
         candidate = text
         hold = 0
         if self.stops:
-            for stop in self.stops:
-                pos = candidate.find(stop, max(0, len(self.emitted) - len(stop)))
-                if pos != -1:
-                    candidate = candidate[:pos]
-                    self.stopped = True
+            # The earliest match of any stop string wins, whatever their order in the list.
+            found = [pos for stop in self.stops
+                     if (pos := text.find(stop, max(0, len(self.emitted) - len(stop)))) != -1]
+            if found:
+                candidate = text[:min(found)]
+                self.stopped = True
             if not self.stopped:
                 # Hold back a tail that could be the start of a stop string.
                 hold = max((k for s in self.stops for k in range(1, len(s)) if candidate.endswith(s[:k])),
