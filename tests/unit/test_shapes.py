@@ -1,0 +1,85 @@
+"""OpenAI response shapes (chat and text completion, streamed and not) and error bodies."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.api.errors import bad_request, not_found_model, unavailable, upstream_failed
+from orchestrator.api.schemas import ChatCompletionRequest, ChatMessage, CompletionRequest
+from orchestrator.api.shapes import ResponseShape, usage
+
+
+def test_usage_counts_and_cached_tokens() -> None:
+    assert usage(10, 5, 8) == {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15,
+                               "prompt_tokens_details": {"cached_tokens": 8}}
+
+
+def test_ids_are_unique_and_prefixed() -> None:
+    a, b = ResponseShape.chat("m"), ResponseShape.chat("m")
+    assert a.request_id.startswith("chatcmpl-") and a.request_id != b.request_id
+    assert ResponseShape.completion("m").request_id.startswith("cmpl-")
+    assert (a.endpoint, ResponseShape.completion("m").endpoint) == ("chat_completions", "completions")
+
+
+def test_chat_chunks() -> None:
+    shape = ResponseShape("chat", "chatcmpl-1", "m", 7)
+    head = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 7, "model": "m"}
+    assert shape.first_chunk() == {**head, "choices": [
+        {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
+    assert shape.chunk("hi", None) == {**head, "choices": [{"index": 0, "delta": {"content": "hi"},
+                                                            "finish_reason": None}]}
+    assert shape.chunk("", "stop")["choices"] == [{"index": 0, "delta": {}, "finish_reason": "stop"}]
+    assert shape.usage_chunk(3, 2, 0) == {**head, "choices": [], "usage": usage(3, 2, 0)}
+
+
+def test_completion_chunks() -> None:
+    shape = ResponseShape("completion", "cmpl-1", "m", 7)
+    head = {"id": "cmpl-1", "object": "text_completion", "created": 7, "model": "m"}
+    assert shape.first_chunk() == {**head, "choices": [{"index": 0, "text": "", "logprobs": None,
+                                                        "finish_reason": None}]}
+    assert shape.chunk("x", "length")["choices"] == [{"index": 0, "text": "x", "logprobs": None,
+                                                      "finish_reason": "length"}]
+    assert shape.usage_chunk(1, 1, 1)["object"] == "text_completion"
+
+
+@pytest.mark.parametrize("kind", ["chat", "completion"])
+def test_final(kind: str) -> None:
+    shape = ResponseShape(kind, "id-1", "m", 7)  # type: ignore[arg-type]
+    body = shape.final("text", "length", 10, 4, 8)
+    assert body["id"] == "id-1" and body["model"] == "m" and body["created"] == 7
+    assert body["usage"] == usage(10, 4, 8)
+    (choice,) = body["choices"]
+    assert choice["finish_reason"] == "length" and choice["index"] == 0 and "token_ids" not in choice
+    if kind == "chat":
+        assert body["object"] == "chat.completion"
+        assert choice["message"] == {"role": "assistant", "content": "text"}
+    else:
+        assert body["object"] == "text_completion" and choice["text"] == "text"
+    assert shape.final("t", "stop", 1, 2, 0, [5, 6])["choices"][0]["token_ids"] == [5, 6]
+
+
+@pytest.mark.parametrize(("error", "status", "type_", "code"), [
+    (bad_request("bad", "max_tokens", "c"), 400, "invalid_request_error", "c"),
+    (not_found_model("gpt-9"), 404, "invalid_request_error", "model_not_found"),
+    (unavailable("down"), 503, "service_unavailable", "no_healthy_worker"),
+    (upstream_failed("boom"), 502, "upstream_error", "worker_failed"),
+    (upstream_failed("slow", timeout=True), 504, "upstream_error", "worker_timeout"),
+])
+def test_error_bodies(error, status: int, type_: str, code: str) -> None:  # type: ignore[no-untyped-def]
+    assert error.status == status
+    body = error.body()
+    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}
+    assert (body["error"]["type"], body["error"]["code"]) == (type_, code)
+    assert body["error"]["message"]
+
+
+def test_request_schemas() -> None:
+    chat = ChatCompletionRequest.model_validate({"model": "m", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "a"}, {"type": "image_url"}, {"type": "text", "text": "b"}]}],
+        "max_tokens": 5, "max_completion_tokens": 3, "stop": "x", "unknown_field": 1})
+    assert chat.messages[0].text() == "ab"
+    assert chat.requested_max_tokens() == 3
+    assert chat.stop_list() == ["x"]
+    completion = CompletionRequest.model_validate({"model": "m", "prompt": [1, 2], "stop": ["a", "b"]})
+    assert completion.requested_max_tokens() is None and completion.stop_list() == ["a", "b"]
+    assert ChatMessage.model_validate({"role": "assistant"}).text() == ""

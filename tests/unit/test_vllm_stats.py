@@ -1,0 +1,80 @@
+"""LoadTracker: vLLM SchedulerStats (fakes with the same attributes) -> EngineLoad."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from protocol.types import EngineLoad
+from worker.engines.vllm_stats import LoadTracker
+
+
+@dataclass
+class PrefixCacheStats:
+    queries: int = 0
+    hits: int = 0
+    requests: int = 0
+    reset: bool = False
+
+
+@dataclass
+class SchedulerStats:
+    num_running_reqs: int = 0
+    num_waiting_reqs: int = 0
+    kv_cache_usage: float = 0.0
+    prefix_cache_stats: PrefixCacheStats | None = None
+    kv_connector_stats: Any = None
+
+
+def test_fresh_tracker_is_idle() -> None:
+    assert LoadTracker().snapshot() == EngineLoad()
+
+
+def test_gauges_are_latest_and_prefix_counters_accumulate() -> None:
+    t = LoadTracker()
+    t.record_scheduler(SchedulerStats(3, 1, 0.5, PrefixCacheStats(queries=64, hits=32)))
+    t.record_scheduler(SchedulerStats(1, 0, 0.25, PrefixCacheStats(queries=16, hits=0)))
+    t.record_scheduler(SchedulerStats(2, 4, 0.75, None))
+    snap = t.snapshot()
+    assert (snap.running, snap.waiting, snap.kv_usage) == (2, 4, 0.75)
+    assert (snap.prefix_cache_queries, snap.prefix_cache_hits) == (80, 32)
+
+
+NIXL = {"transfer_duration": [0.5, 0.25], "bytes_transferred": [1000, 24], "num_descriptors": [3, 4],
+        "num_failed_transfers": [], "num_kv_expired_reqs": ["r1"]}
+
+
+def test_connector_stats_keyed_by_connector_name() -> None:
+    t = LoadTracker()
+    t.record_scheduler(SchedulerStats(kv_connector_stats={"NixlConnector": NIXL}))
+    t.record_scheduler(SchedulerStats(kv_connector_stats={"NixlConnector": {"transfer_duration": [1.0],
+                                                                             "bytes_transferred": [76]}}))
+    snap = t.snapshot()
+    assert (snap.kv_pulls, snap.kv_pull_seconds, snap.kv_bytes_pulled) == (3, 1.75, 1100)
+    assert (t.failed_transfers, t.expired_leases) == (0, 1)
+
+
+def test_connector_stats_as_the_metric_dict_itself_or_an_object_with_data() -> None:
+    t = LoadTracker()
+    t.record_scheduler(SchedulerStats(kv_connector_stats=NIXL))
+
+    class Stats:
+        data = {"transfer_duration": [2.0], "bytes_transferred": [10], "num_failed_transfers": [1]}
+
+    t.record_scheduler(SchedulerStats(kv_connector_stats=Stats()))
+    assert (t.pulls, t.pull_seconds, t.bytes_pulled, t.failed_transfers) == (3, 2.75, 1034, 1)
+
+
+def test_empty_connector_stats_change_nothing() -> None:
+    t = LoadTracker()
+    empty: list[Any] = [{}, None, {"NixlConnector": {}}, {"other": "not a dict"}]
+    for stats in empty:
+        t.record_scheduler(SchedulerStats(kv_connector_stats=stats))
+    assert t.snapshot() == EngineLoad()
+
+
+def test_blocks_pulled_are_counted_by_the_adapter() -> None:
+    t = LoadTracker()
+    t.add_blocks_pulled(5)
+    t.add_blocks_pulled(2)
+    assert t.snapshot().kv_blocks_pulled == 7
