@@ -122,11 +122,14 @@ async def send(
     keeps the chunks it received and has ``error`` set.
     """
     body = api.body(spec, model, options)
+    headers = target.headers()
+    if spec.session_id is not None:  # the turns of one conversation (pdserve's session policy reads it)
+        headers["X-Session-Id"] = spec.session_id
     p = _Progress()
     t0 = clock()
     try:
         await asyncio.wait_for(
-            _stream(client, f"{target.url}{api.path}", body, target.headers(), api, t0, clock, p), timeout
+            _stream(client, f"{target.url}{api.path}", body, headers, api, t0, clock, p), timeout
         )
     except asyncio.TimeoutError:
         p.error, p.e2e = f"timeout after {timeout:g}s", None
