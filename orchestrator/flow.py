@@ -184,16 +184,19 @@ class RequestFlow:
                 yield chunk
         finally:
             handle.in_flight -= 1
+            # Recorded here: the caller closes this generator right after the finished chunk (or on a
+            # stop string), so code after the loop would never run.
+            end = time.perf_counter()
+            if first_at is not None:
+                self._metrics.e2e.observe(end - placement.started)
+                if out_tokens > 1:
+                    self._metrics.tpot.observe((end - first_at) / (out_tokens - 1))
+            self._metrics.tokens.labels("generated").inc(out_tokens)
+            self._metrics.tokens.labels("prompt").inc(len(req.prompt))
             if not finished:
                 await self._abort_on(handle, f"{req.request_id}-d", "decode")
                 if handoff is not None and first_at is None:
                     self._metrics.abandoned_leases.inc()
-        end = time.perf_counter()
-        self._metrics.e2e.observe(end - placement.started)
-        if first_at is not None and out_tokens > 1:
-            self._metrics.tpot.observe((end - first_at) / (out_tokens - 1))
-        self._metrics.tokens.labels("generated").inc(out_tokens)
-        self._metrics.tokens.labels("prompt").inc(len(req.prompt))
 
     def _record_handoff(self, handoff: KVHandoff, seconds: float) -> None:
         self._metrics.handoff_latency.observe(seconds)
