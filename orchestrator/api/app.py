@@ -110,6 +110,9 @@ def create_app(service: Service, tokenizer: Tokenizer) -> FastAPI:
         except WorkerError as exc:
             service.metrics.requests.labels(endpoint, "502").inc()
             raise upstream_failed(f"Decode failed: {exc}", "no output" in str(exc)) from None
+        except TimeoutError:
+            service.metrics.requests.labels(endpoint, "504").inc()
+            raise upstream_failed(_request_timeout_message(service), True) from None
         service.metrics.requests.labels(endpoint, "200").inc()
         full_text, reason, completion_tokens, cached = result
         payload = shape.final(full_text, reason, len(prompt), completion_tokens, cached,
@@ -183,6 +186,11 @@ async def _decode_text(service: Service, req: FlowRequest, placement: Placement,
         service.flow.observe_cached(cached)
 
 
+def _request_timeout_message(service: Service) -> str:
+    limit = service.config.server.request_timeout_s
+    return f"The request did not finish within server.request_timeout_s ({limit:g}s)."
+
+
 async def _collect(service: Service, req: FlowRequest, placement: Placement,
                    text: IncrementalText) -> tuple[str, str, int, int]:
     parts: list[str] = []
@@ -212,7 +220,8 @@ async def _sse(service: Service, req: FlowRequest, placement: Placement, text: I
                     yield event(shape.chunk(delta, finish))
     except (WorkerError, TimeoutError) as exc:
         status = "502"
-        error = upstream_failed(f"Decode failed: {exc}", isinstance(exc, TimeoutError))
+        message = f"Decode failed: {exc}" if isinstance(exc, WorkerError) else _request_timeout_message(service)
+        error = upstream_failed(message, isinstance(exc, TimeoutError))
         yield event(error.body())
     except asyncio.CancelledError:
         service.metrics.requests.labels(endpoint, "client_gone").inc()
