@@ -97,7 +97,7 @@ def create_app(service: Service, tokenizer: Tokenizer) -> FastAPI:
             raise unavailable(f"No healthy worker can take the request: {exc}") from None
         except WorkerError as exc:
             service.metrics.requests.labels(endpoint, "502").inc()
-            raise upstream_failed(f"Prefill failed: {exc}", "timed out" in str(exc)) from None
+            raise upstream_failed(f"Prefill failed: {exc}", exc.timed_out) from None
         headers = {"X-Prefill-Worker": placement.prefill_worker or "none",
                    "X-Decode-Worker": placement.decode_worker, "X-Route-Reason": placement.route_reason}
         text = IncrementalText(tokenizer, body.stop_list())
@@ -109,7 +109,7 @@ def create_app(service: Service, tokenizer: Tokenizer) -> FastAPI:
             result = await _collect(service, flow_req, placement, text)
         except WorkerError as exc:
             service.metrics.requests.labels(endpoint, "502").inc()
-            raise upstream_failed(f"Decode failed: {exc}", "no output" in str(exc)) from None
+            raise upstream_failed(f"Decode failed: {exc}", exc.timed_out) from None
         except TimeoutError:
             service.metrics.requests.labels(endpoint, "504").inc()
             raise upstream_failed(_request_timeout_message(service), True) from None
@@ -221,7 +221,7 @@ async def _sse(service: Service, req: FlowRequest, placement: Placement, text: I
     except (WorkerError, TimeoutError) as exc:
         status = "502"
         message = f"Decode failed: {exc}" if isinstance(exc, WorkerError) else _request_timeout_message(service)
-        error = upstream_failed(message, isinstance(exc, TimeoutError))
+        error = upstream_failed(message, isinstance(exc, TimeoutError) or exc.timed_out)
         yield event(error.body())
     except asyncio.CancelledError:
         service.metrics.requests.labels(endpoint, "client_gone").inc()

@@ -20,11 +20,13 @@ from transfer.handoff import KVHandoff
 
 
 class WorkerError(RuntimeError):
-    """A worker call failed or timed out. ``retryable`` is False for errors the request caused."""
+    """A worker call failed or timed out. ``retryable`` is False for errors the request caused;
+    ``timed_out`` is True when the worker did not answer in time (HTTP 504 rather than 502)."""
 
-    def __init__(self, worker_id: str, message: str, retryable: bool = True) -> None:
+    def __init__(self, worker_id: str, message: str, retryable: bool = True, timed_out: bool = False) -> None:
         self.worker_id = worker_id
         self.retryable = retryable
+        self.timed_out = timed_out
         super().__init__(f"worker {worker_id}: {message}")
 
 
@@ -72,7 +74,7 @@ class WorkerClient:
             reply = await self._stub.Prefill(msg, timeout=timeout_s)
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise WorkerError(self.worker_id, f"prefill timed out after {timeout_s:.0f}s") from None
+                raise WorkerError(self.worker_id, f"prefill timed out after {timeout_s:g}s", timed_out=True) from None
             raise _describe(self.worker_id, err) from None
         return convert.handoff_from_pb(reply.handoff)
 
@@ -91,7 +93,7 @@ class WorkerClient:
                 try:
                     reply = await asyncio.wait_for(call.read(), timeout)
                 except asyncio.TimeoutError:
-                    raise WorkerError(self.worker_id, f"no output for {timeout:.0f}s") from None
+                    raise WorkerError(self.worker_id, f"no output for {timeout:g}s", timed_out=True) from None
                 if reply is grpc.aio.EOF:
                     raise WorkerError(self.worker_id, "stream ended before the request finished")
                 chunk = Chunk(tuple(reply.token_ids), reply.finished, reply.finish_reason or None,
