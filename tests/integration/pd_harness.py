@@ -1,0 +1,276 @@
+"""In-process pdserve front end for integration tests: the real Service, FastAPI app and uvicorn server on
+127.0.0.1:0, running on an event loop in a background thread, so tests drive it with synchronous
+clients (the official ``openai`` client, httpx). Also a stub gRPC worker whose behaviour a test picks
+(answer, stall, fail mid-stream) and which counts the Abort calls it receives."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import httpx
+import uvicorn
+
+from orchestrator.api.app import create_app
+from orchestrator.api.text import Tokenizer
+from orchestrator.config import PdserveConfig, parse_config
+from orchestrator.launch.process import WorkerEndpoint
+from orchestrator.service import Service
+from protocol import convert
+from protocol import worker_pb2 as pb
+from protocol import worker_pb2_grpc as pb_grpc
+from protocol.types import EngineInfo, EngineLoad
+from transfer.handoff import KVHandoff
+
+T = TypeVar("T")
+SIM_VOCAB = 49152  # the tiny model's tokenizer vocabulary, so simulated tokens detokenize
+MODEL_NAME = "sim-tiny"
+
+
+def sim_config(model_dir: Path, *, prefill: int = 2, decode: int = 2, engine_args: dict[str, Any] | None = None,
+               **server: Any) -> PdserveConfig:
+    """A simulated deployment on the ``tiny-fast`` profile (4-token blocks), fast health polling."""
+    args = {"profile": "tiny-fast", "vocab_size": SIM_VOCAB, "eos_token_id": 2, "num_blocks": 1024,
+            "max_model_len": 1024, "speedup": 20.0, **(engine_args or {})}
+    return parse_config({
+        "apiVersion": "pdserve/v1",
+        "model": {"name": MODEL_NAME, "path": str(model_dir)},
+        "engine": {"kind": "sim", "args": args},
+        "prefill": {"replicas": prefill, "workers_per_process": max(1, prefill), "routing": {"profile": "kv_aware"}},
+        "decode": {"replicas": decode, "workers_per_process": max(1, decode), "routing": {"profile": "decode"}},
+        "disaggregation": {"min_remote_tokens": 0},
+        "server": {"host": "127.0.0.1", "port": 0, "load_poll_interval_s": 0.1, **server},
+    })
+
+
+class LoopThread:
+    """An asyncio loop running in a daemon thread; ``run`` executes a coroutine on it and waits."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="pd-harness-loop", daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+
+class _QuietServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@dataclass
+class FrontEnd:
+    """A served pdserve front end. ``url`` is ``http://127.0.0.1:PORT``."""
+
+    loop: LoopThread
+    service: Service
+    server: uvicorn.Server
+    task: asyncio.Task[None]
+    url: str
+
+    @classmethod
+    def start(cls, loop: LoopThread, config: PdserveConfig, endpoints: list[WorkerEndpoint],
+              tokenizer: Tokenizer) -> FrontEnd:
+        async def up() -> FrontEnd:
+            service = await Service.connect(config, endpoints)
+            server = _QuietServer(uvicorn.Config(create_app(service, tokenizer), host="127.0.0.1", port=0,
+                                                 log_level="warning", lifespan="off"))
+            task = asyncio.create_task(server.serve())
+            while not server.started:
+                if task.done():
+                    await service.close()
+                    await task
+                    raise RuntimeError("uvicorn stopped before serving")
+                await asyncio.sleep(0.01)
+            port = server.servers[0].sockets[0].getsockname()[1]
+            return cls(loop, service, server, task, f"http://127.0.0.1:{port}")
+
+        return loop.run(up())
+
+    def stop(self) -> None:
+        async def down() -> None:
+            self.server.should_exit = True
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.task, 10)
+            await self.service.close()
+
+        self.loop.run(down())
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample of the Prometheus text at /metrics (0 when absent)."""
+        text = httpx.get(f"{self.url}/metrics", timeout=10).text
+        return metric_value(text, name, **labels)
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(interval)
+        return predicate()
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith("#") or " " not in line:
+            continue
+        key, value = line.rsplit(" ", 1)
+        if "{" in key:
+            metric, rest = key.split("{", 1)
+            got = ",".join(sorted(rest.rstrip("}").split(","))) if rest.rstrip("}") else ""
+        else:
+            metric, got = key, ""
+        if metric == name and got == want:
+            return float(value)
+    return 0.0
+
+
+def sse_events(lines: Iterator[str]) -> Iterator[Any]:
+    """Parsed ``data:`` payloads of an SSE body; ``[DONE]`` is yielded as the string."""
+    for line in lines:
+        if line.startswith("data: "):
+            data = line[len("data: "):]
+            yield data if data == "[DONE]" else json.loads(data)
+
+
+def assert_error(reply: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
+    """The reply has ``status`` and an OpenAI error body; returns its ``error`` object."""
+    assert reply.status_code == status, (reply.status_code, reply.text)
+    return assert_error_body(reply.json(), code)
+
+
+def assert_error_body(body: Any, code: str | None = None) -> dict[str, Any]:
+    assert isinstance(body, dict) and set(body) == {"error"}, body
+    error = body["error"]
+    assert set(error) == {"message", "type", "param", "code"}, error
+    assert isinstance(error["message"], str) and error["message"], error
+    assert isinstance(error["type"], str) and error["type"], error
+    if code is not None:
+        assert error["code"] == code, error
+    return dict(error)
+
+
+# -- a stub worker ------------------------------------------------------------------------------------
+
+TOKENS = (19556, 905, 28, 451, 314, 260)  # "Hello world, this is the" in the tiny tokenizer
+
+
+@dataclass
+class StubWorker(pb_grpc.WorkerServicer):
+    """A gRPC worker whose Prefill/Generate do what the test says.
+
+    ``prefill``: ``"ok"`` (returns a handoff at once), ``"stall"`` (never answers) or ``"fail"`` (UNAVAILABLE).
+    ``generate``: ``"ok"`` (``max_tokens`` tokens then finished), ``"stall"`` (never sends a token),
+    ``"drip"`` (a token every ``drip_s`` forever), ``"fail"`` (``fail_after`` tokens then an INTERNAL error),
+    ``"eof"`` (``fail_after`` tokens then the stream ends without finishing).
+    Abort and Generate/Prefill calls are recorded by request id."""
+
+    worker_id: str
+    role: str
+    prefill: str = "ok"
+    generate: str = "ok"
+    drip_s: float = 0.02
+    fail_after: int = 2
+    block_size: int = 4
+    max_model_len: int = 1024
+    aborts: list[str] = field(default_factory=list)
+    calls: list[str] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+
+    async def GetInfo(self, request: pb.InfoRequest, context: grpc.aio.ServicerContext) -> pb.WorkerInfo:
+        return convert.info_to_pb(convert.WorkerDescription(
+            worker_id=self.worker_id, role=self.role, host="127.0.0.1", engine_kind="stub",
+            engine=EngineInfo(engine_id=self.worker_id, model=MODEL_NAME, block_size=self.block_size,
+                              num_blocks=1024, max_model_len=self.max_model_len, kv_bytes_per_token=64)))
+
+    async def GetLoad(self, request: pb.LoadRequest, context: grpc.aio.ServicerContext) -> pb.LoadReport:
+        return convert.load_to_pb(convert.WorkerLoad(engine=EngineLoad(), in_flight=0))
+
+    async def Prefill(self, request: pb.PrefillRequest, context: grpc.aio.ServicerContext) -> pb.PrefillResponse:
+        self.calls.append(request.request_id)
+        if self.prefill == "stall":
+            await self._forever(request.request_id)
+        if self.prefill == "fail":
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "stub prefill engine is gone")
+        handoff = KVHandoff(engine_id=self.worker_id, block_ids=((1, 2),), host="127.0.0.1", port=1,
+                            request_id=request.request_id, first_token=TOKENS[0],
+                            prompt_tokens=len(request.prompt_token_ids))
+        return pb.PrefillResponse(handoff=convert.handoff_to_pb(handoff), prefill_seconds=0.0)
+
+    async def Generate(self, request: pb.GenerateRequest,
+                       context: grpc.aio.ServicerContext) -> AsyncIterator[pb.GenerateChunk]:
+        self.calls.append(request.request_id)
+        max_tokens = request.sampling.max_tokens
+        try:
+            if self.generate == "stall":
+                await self._forever(request.request_id)
+            for i in range(max_tokens if self.generate == "ok" else 1 << 30):
+                if self.generate in ("fail", "eof") and i == self.fail_after:
+                    if self.generate == "fail":
+                        await context.abort(grpc.StatusCode.INTERNAL, "stub engine crashed")
+                    return
+                if self.generate == "drip":
+                    await asyncio.sleep(self.drip_s)
+                done = self.generate == "ok" and i == max_tokens - 1
+                yield pb.GenerateChunk(token_ids=[TOKENS[i % len(TOKENS)]], finished=done,
+                                       finish_reason="length" if done else "")
+        except asyncio.CancelledError:
+            self.cancelled.append(request.request_id)
+            raise
+
+    async def Abort(self, request: pb.AbortRequest, context: grpc.aio.ServicerContext) -> pb.AbortResponse:
+        self.aborts.append(request.request_id)
+        return pb.AbortResponse(was_running=True)
+
+    async def StreamKvEvents(self, request: pb.EventsRequest,
+                             context: grpc.aio.ServicerContext) -> AsyncIterator[pb.KvEventBatch]:
+        await asyncio.Event().wait()
+        yield pb.KvEventBatch()  # never reached
+
+    async def _forever(self, request_id: str) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled.append(request_id)
+            raise
+
+
+@dataclass
+class StubServer:
+    """One StubWorker served by a grpc.aio server on 127.0.0.1 (on the harness loop)."""
+
+    worker: StubWorker
+    server: grpc.aio.Server
+    address: str
+
+    @classmethod
+    async def start(cls, worker: StubWorker) -> StubServer:
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        pb_grpc.add_WorkerServicer_to_server(worker, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        return cls(worker, server, f"127.0.0.1:{port}")
+
+    @property
+    def endpoint(self) -> WorkerEndpoint:
+        return WorkerEndpoint(worker_id=self.worker.worker_id, role=self.worker.role, address=self.address, pid=0)
+
+    async def stop(self) -> None:
+        await self.server.stop(grace=0)

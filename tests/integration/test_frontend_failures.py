@@ -1,0 +1,236 @@
+"""Failure paths of the real front end: every error is an OpenAI-style body with the right status, a
+stalled worker gives a 5xx within its timeout (never a hang), a failure mid-stream ends the SSE stream
+with an error event, a client that goes away gets its request aborted on the workers, and a pool with
+no healthy worker answers 503.
+
+Most tests use stub gRPC workers (``pd_harness.StubWorker``) whose Prefill/Generate stall or fail on
+demand; the dead-pool test kills a real simulated worker's process group."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import StartWorkers
+from pd_harness import (
+    MODEL_NAME,
+    FrontEnd,
+    LoopThread,
+    StubServer,
+    StubWorker,
+    assert_error,
+    assert_error_body,
+    sim_config,
+    sse_events,
+)
+
+from orchestrator.api.text import Tokenizer
+
+pytestmark = pytest.mark.timeout(60)
+
+SLACK_S = 3.0  # scheduling slack on a busy 2-core host (other suites may be running)
+StubFront = Callable[..., tuple[FrontEnd, list[StubWorker], list[StubWorker]]]
+
+
+@pytest.fixture
+def stub_front(tiny_model_dir: Path, tokenizer: Tokenizer, harness_loop: LoopThread) -> Iterator[StubFront]:
+    """Build a front end over stub workers: ``stub_front(prefill=[...], decode=[...], **server_config)``."""
+    fronts: list[FrontEnd] = []
+    servers: list[StubServer] = []
+
+    def build(prefill: list[StubWorker], decode: list[StubWorker], **server: Any) -> tuple[
+            FrontEnd, list[StubWorker], list[StubWorker]]:
+        for worker in prefill + decode:
+            servers.append(harness_loop.run(StubServer.start(worker)))
+        config = sim_config(tiny_model_dir, prefill=len(prefill), decode=len(decode), **server)
+        front = FrontEnd.start(harness_loop, config, [s.endpoint for s in servers], tokenizer)
+        fronts.append(front)
+        return front, prefill, decode
+
+    yield build
+    for front in fronts:
+        front.stop()
+    for server in servers:
+        harness_loop.run(server.stop())
+
+
+def chat(max_tokens: int = 8, **extra: Any) -> dict[str, Any]:
+    return {"model": MODEL_NAME, "messages": [{"role": "user", "content": "Say hello"}], "max_tokens": max_tokens,
+            **extra}
+
+
+def timed_post(url: str, body: dict[str, Any], timeout: float = 30) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    reply = httpx.post(url, json=body, timeout=timeout)
+    return reply, time.monotonic() - started
+
+
+def test_stalled_prefill_is_504_within_the_prefill_timeout(stub_front: StubFront) -> None:
+    front, (prefill,), (decode,) = stub_front([StubWorker("prefill-0", "prefill", prefill="stall")],
+                                              [StubWorker("decode-0", "decode")], prefill_timeout_s=1.0)
+    reply, took = timed_post(f"{front.url}/v1/chat/completions", chat())
+    error = assert_error(reply, 504, "worker_timeout")
+    assert error["type"] == "upstream_error"
+    assert "prefill" in error["message"].lower() and "timed out" in error["message"]
+    assert 1.0 <= took < 1.0 + SLACK_S
+    (request_id,) = prefill.calls
+    assert front.wait_until(lambda: request_id in prefill.cancelled, 5)  # the deadline cancelled the RPC
+    assert not decode.calls  # nothing reached the decode worker
+    assert front.metric("pdserve_requests_total", endpoint="chat_completions", status="502") == 1
+
+
+def test_failed_prefill_is_retried_on_another_worker(stub_front: StubFront) -> None:
+    front, prefill, _ = stub_front([StubWorker("prefill-0", "prefill", prefill="fail"),
+                                    StubWorker("prefill-1", "prefill", prefill="fail")],
+                                   [StubWorker("decode-0", "decode")])
+    prefill[1].prefill = "ok"
+    replies = [httpx.post(f"{front.url}/v1/chat/completions", json=chat(), timeout=30) for _ in range(3)]
+    assert all(r.status_code == 200 for r in replies), [r.text for r in replies]
+    assert {r.headers["x-prefill-worker"] for r in replies} == {"prefill-1"}
+    assert len(prefill[1].calls) == 3
+
+
+def test_every_prefill_worker_failing_is_502(stub_front: StubFront) -> None:
+    front, prefill, _ = stub_front([StubWorker("prefill-0", "prefill", prefill="fail"),
+                                    StubWorker("prefill-1", "prefill", prefill="fail")],
+                                   [StubWorker("decode-0", "decode")])
+    error = assert_error(httpx.post(f"{front.url}/v1/completions", timeout=30,
+                                    json={"model": MODEL_NAME, "prompt": "hi", "max_tokens": 2}), 502, "worker_failed")
+    assert "UNAVAILABLE" in error["message"]
+    assert len(prefill[0].calls) + len(prefill[1].calls) == 2  # one try on each, no more
+
+
+def test_stalled_decode_is_504_within_the_first_token_timeout(stub_front: StubFront) -> None:
+    front, _, (decode,) = stub_front([StubWorker("prefill-0", "prefill")],
+                                     [StubWorker("decode-0", "decode", generate="stall")], first_token_timeout_s=1.0)
+    reply, took = timed_post(f"{front.url}/v1/chat/completions", chat())
+    error = assert_error(reply, 504, "worker_timeout")
+    assert "decode" in error["message"].lower()
+    assert 1.0 <= took < 1.0 + SLACK_S
+    (request_id,) = decode.calls
+    assert front.wait_until(lambda: request_id in decode.aborts, 5)  # released on the worker
+
+
+def test_stalled_decode_stream_ends_with_an_error_event(stub_front: StubFront) -> None:
+    front, _, _ = stub_front([StubWorker("prefill-0", "prefill")],
+                             [StubWorker("decode-0", "decode", generate="stall")], first_token_timeout_s=1.0)
+    started = time.monotonic()
+    with httpx.stream("POST", f"{front.url}/v1/chat/completions", timeout=30,
+                      json=chat(stream=True, stream_options={"include_usage": True})) as reply:
+        assert reply.status_code == 200
+        events = list(sse_events(reply.iter_lines()))
+    assert time.monotonic() - started < 1.0 + SLACK_S
+    assert events[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert events[-1] == "[DONE]"
+    error = assert_error_body(events[-2], "worker_timeout")
+    assert "no output" in error["message"]
+    assert not any(isinstance(e, dict) and "usage" in e for e in events)
+
+
+def test_request_timeout_without_streaming_is_504(stub_front: StubFront) -> None:
+    front, _, (decode,) = stub_front([StubWorker("prefill-0", "prefill")],
+                                     [StubWorker("decode-0", "decode", generate="drip", drip_s=0.05)],
+                                     request_timeout_s=1.0)
+    reply, took = timed_post(f"{front.url}/v1/completions",
+                             {"model": MODEL_NAME, "prompt": "hi", "max_tokens": 500})
+    assert_error(reply, 504, "worker_timeout")
+    assert took < 1.0 + SLACK_S
+    (request_id,) = decode.calls
+    assert front.wait_until(lambda: request_id in decode.aborts, 5)
+
+
+def test_worker_failing_mid_stream_ends_the_stream_with_an_error_event(stub_front: StubFront) -> None:
+    front, _, _ = stub_front([StubWorker("prefill-0", "prefill")],
+                             [StubWorker("decode-0", "decode", generate="fail", fail_after=3)])
+    with httpx.stream("POST", f"{front.url}/v1/chat/completions", timeout=30,
+                      json=chat(max_tokens=50, stream=True, stream_options={"include_usage": True})) as reply:
+        assert reply.status_code == 200
+        events = list(sse_events(reply.iter_lines()))
+    assert events[-1] == "[DONE]"
+    error = assert_error_body(events[-2], "worker_failed")
+    assert "INTERNAL" in error["message"] and "stub engine crashed" in error["message"]
+    text = "".join(e["choices"][0]["delta"].get("content", "") for e in events[:-2])
+    assert text == "Hello world,"  # the three tokens sent before the failure
+    assert not any(isinstance(e, dict) and "usage" in e for e in events)
+    assert front.metric("pdserve_requests_total", endpoint="chat_completions", status="502") == 1
+
+
+def test_stream_that_ends_early_is_an_error_event(stub_front: StubFront) -> None:
+    front, _, _ = stub_front([StubWorker("prefill-0", "prefill")],
+                             [StubWorker("decode-0", "decode", generate="eof", fail_after=1)])
+    with httpx.stream("POST", f"{front.url}/v1/completions", timeout=30,
+                      json={"model": MODEL_NAME, "prompt": "hi", "max_tokens": 9, "stream": True}) as reply:
+        events = list(sse_events(reply.iter_lines()))
+    error = assert_error_body(events[-2], "worker_failed")
+    assert "ended before the request finished" in error["message"]
+
+
+def test_worker_failing_without_streaming_is_502(stub_front: StubFront) -> None:
+    front, _, _ = stub_front([StubWorker("prefill-0", "prefill")],
+                             [StubWorker("decode-0", "decode", generate="fail", fail_after=2)])
+    error = assert_error(httpx.post(f"{front.url}/v1/chat/completions", json=chat(max_tokens=20), timeout=30),
+                         502, "worker_failed")
+    assert "stub engine crashed" in error["message"]
+
+
+def test_client_disconnect_mid_stream_aborts_on_the_decode_worker(stub_front: StubFront) -> None:
+    front, _, (decode,) = stub_front([StubWorker("prefill-0", "prefill")],
+                                     [StubWorker("decode-0", "decode", generate="drip", drip_s=0.02)])
+    with httpx.stream("POST", f"{front.url}/v1/completions", timeout=30,
+                      json={"model": MODEL_NAME, "prompt": "tell me a long story", "max_tokens": 900,
+                            "stream": True}) as reply:
+        assert reply.status_code == 200
+        seen = 0
+        for event in sse_events(reply.iter_lines()):
+            seen += isinstance(event, dict) and bool(event["choices"][0]["text"])
+            if seen >= 3:
+                break
+    (request_id,) = decode.calls
+    assert front.wait_until(lambda: request_id in decode.aborts, 5), decode.aborts
+    assert front.wait_until(lambda: request_id in decode.cancelled, 5)  # the Generate RPC was cancelled too
+    assert front.metric("pdserve_aborts_total", role="decode") == 1
+    assert front.wait_until(lambda: front.service.decode.get("decode-0").in_flight == 0, 5)
+
+
+def test_client_disconnect_during_prefill_aborts_on_the_prefill_worker(stub_front: StubFront) -> None:
+    front, (prefill,), (decode,) = stub_front([StubWorker("prefill-0", "prefill", prefill="stall")],
+                                              [StubWorker("decode-0", "decode")])
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{front.url}/v1/chat/completions", json=chat(), timeout=0.5)
+    assert front.wait_until(lambda: len(prefill.aborts) == 1, 5), prefill.aborts
+    assert prefill.aborts == prefill.calls
+    assert front.metric("pdserve_aborts_total", role="prefill") == 1
+    assert not decode.calls
+    assert front.service.prefill is not None
+    assert front.wait_until(lambda: front.service.prefill.get("prefill-0").in_flight == 0, 5)  # type: ignore[union-attr]
+
+
+def test_dead_decode_pool_is_503(tiny_model_dir: Path, tokenizer: Tokenizer, harness_loop: LoopThread,
+                                 start_workers: StartWorkers) -> None:
+    config = sim_config(tiny_model_dir, prefill=0, decode=1)
+    launcher, endpoints = start_workers(config)
+    front = FrontEnd.start(harness_loop, config, endpoints, tokenizer)
+    try:
+        ok = httpx.post(f"{front.url}/v1/chat/completions", json=chat(max_tokens=3), timeout=30)
+        assert ok.status_code == 200 and ok.headers["x-prefill-worker"] == "none"
+        assert ok.headers["x-route-reason"] == "local_prefill"
+        (endpoint,) = endpoints
+        os.killpg(endpoint.pid, signal.SIGKILL)  # the worker runs in its own session: its group is ours
+        assert front.wait_until(lambda: httpx.get(f"{front.url}/health", timeout=5).status_code == 503, 10)
+        health = httpx.get(f"{front.url}/health", timeout=5).json()
+        assert health["status"] == "degraded" and health["decode"] == [{"id": "decode-0", "healthy": False}]
+        for stream in (False, True):
+            error = assert_error(httpx.post(f"{front.url}/v1/chat/completions", json=chat(stream=stream),
+                                            timeout=10), 503, "no_healthy_worker")
+            assert error["type"] == "service_unavailable"
+            assert "no healthy decode worker" in error["message"].lower()
+        assert front.metric("pdserve_worker_healthy", worker="decode-0") == 0
+    finally:
+        front.stop()
+        launcher.stop()
