@@ -40,8 +40,10 @@ class EventFanout:
                     except asyncio.QueueFull:
                         log.warning("dropping a slow KV event subscriber")
                         self._subscribers.discard(queue)
-                        with contextlib.suppress(asyncio.QueueFull):
-                            queue.put_nowait(_END)
+                        # The queue is full: make room, or the end marker is lost and the stream never ends.
+                        with contextlib.suppress(asyncio.QueueEmpty):
+                            queue.get_nowait()
+                        queue.put_nowait(_END)
         except asyncio.CancelledError:
             raise
         except Exception:
