@@ -105,7 +105,10 @@ class RequestFlow:
         return Placement(decision.worker_id, prefill_id, reason, handoff, self._predicted(route, matched), started)
 
     def _predicted(self, route: RouteRequest, matched_blocks: int) -> int:
-        tokens = min(matched_blocks * route.block_size, max(0, route.prompt_tokens - 1))
+        """Cached tokens the engine should report: vLLM always recomputes the last prompt token, so at
+        most the full blocks of the first ``prompt_tokens - 1`` tokens can be hits."""
+        usable = max(0, route.prompt_tokens - 1) // route.block_size
+        tokens = min(matched_blocks, usable) * route.block_size
         self._metrics.cached_tokens.labels("predicted").inc(tokens)
         return tokens
 

@@ -84,7 +84,9 @@ class RayLauncher:
             else:
                 # Embedded single-node Ray, loopback only.
                 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-                ray.init(namespace=namespace, include_dashboard=False, _node_ip_address="127.0.0.1",
+                # address="local": always a new instance, never a stale cluster found on disk.
+                ray.init(address="local", namespace=namespace, include_dashboard=False,
+                         _node_ip_address="127.0.0.1",
                          num_cpus=num_cpus, log_to_driver=False)
         self._host_cls = ray.remote(_WorkerHost)
 

@@ -45,21 +45,23 @@ def plan_processes(config: PdserveConfig, run_id: str, host: str = "127.0.0.1") 
     ipc_dir = os.environ.get("PDSERVE_IPC_DIR", tempfile.gettempdir())
     plans: list[ProcessPlan] = []
     pools = _pools(config)
-    # Probe every port in one call: separate calls may hand out the same free port twice.
-    all_ports = free_ports(2 * sum(pool.replicas for _, pool in pools), host)
+    # gRPC servers bind port 0 and report the port they got; only NIXL side channels (bound later by
+    # vLLM itself) need a port chosen now, probed in one call so no two workers get the same one.
+    vllm = config.engine.kind == "vllm"
+    side_ports = free_ports(sum(pool.replicas for _, pool in pools), host) if vllm else []
     for role, pool in pools:
         count = pool.replicas
-        ports, all_ports = all_ports[: 2 * count], all_ports[2 * count:]
+        ports, side_ports = side_ports[:count], side_ports[count:]
         specs: list[WorkerLaunchSpec] = []
         for i in range(count):
             worker_id = f"{role}-{i}"
             args: dict[str, object] = dict(config.engine.args)
             args.update(pool.engine_args)
             env = dict(config.engine.env)
-            if config.engine.kind == "vllm":
+            if vllm:
                 args.update(engine_transfer_args(settings))
                 args["events_endpoint"] = f"ipc://{ipc_dir}/pdserve-{run_id}-{worker_id}.kv"
-                env.update(worker_env(settings, side_channel_port=ports[2 * i + 1]))
+                env.update(worker_env(settings, side_channel_port=ports[i]))
                 env.setdefault("VLLM_HOST_IP", host)
             else:
                 args.setdefault("handoff_host", host)
@@ -70,8 +72,8 @@ def plan_processes(config: PdserveConfig, run_id: str, host: str = "127.0.0.1") 
                 args=tuple(sorted(args.items())), env=tuple(sorted(env.items())),
             )
             specs.append(WorkerLaunchSpec(worker_id=worker_id, role=role, grpc_host=host,
-                                          grpc_port=ports[2 * i], engine=engine))
-        per_process = 1 if config.engine.kind == "vllm" else pool.workers_per_process
+                                          grpc_port=0, engine=engine))
+        per_process = 1 if vllm else pool.workers_per_process
         for start in range(0, len(specs), per_process):
             group = tuple(specs[start:start + per_process])
             plans.append(ProcessPlan(name=f"{role}-host-{start // per_process}", role=role, workers=group,
