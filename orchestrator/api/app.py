@@ -106,7 +106,10 @@ def create_app(service: Service, tokenizer: Tokenizer) -> FastAPI:
             events = _sse(service, flow_req, placement, text, shape, include_usage)
             return StreamingResponse(events, media_type="text/event-stream", headers=headers)
         try:
-            result = await _collect(service, flow_req, placement, text)
+            result = await _unless_disconnected(request, _collect(service, flow_req, placement, text))
+        except ClientGone:
+            service.metrics.requests.labels(endpoint, "client_gone").inc()
+            return Response(status_code=499)
         except WorkerError as exc:
             service.metrics.requests.labels(endpoint, "502").inc()
             raise upstream_failed(f"Decode failed: {exc}", exc.timed_out) from None
