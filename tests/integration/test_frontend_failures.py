@@ -198,6 +198,18 @@ def test_client_disconnect_mid_stream_aborts_on_the_decode_worker(stub_front: St
     assert front.wait_until(lambda: front.service.decode.get("decode-0").in_flight == 0, 5)
 
 
+def test_client_disconnect_while_collecting_a_non_streamed_answer_aborts_on_the_decode_worker(
+        stub_front: StubFront) -> None:
+    front, _, (decode,) = stub_front([StubWorker("prefill-0", "prefill")],
+                                     [StubWorker("decode-0", "decode", generate="drip", drip_s=0.02)])
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{front.url}/v1/completions", timeout=0.5,
+                   json={"model": MODEL_NAME, "prompt": "tell me a long story", "max_tokens": 900})
+    assert front.wait_until(lambda: len(decode.calls) == 1 and decode.calls[0] in decode.aborts, 5), decode.aborts
+    assert front.metric("pdserve_aborts_total", role="decode") == 1
+    assert front.metric("pdserve_requests_total", endpoint="completions", status="client_gone") == 1
+
+
 def test_client_disconnect_during_prefill_aborts_on_the_prefill_worker(stub_front: StubFront) -> None:
     front, (prefill,), (decode,) = stub_front([StubWorker("prefill-0", "prefill", prefill="stall")],
                                               [StubWorker("decode-0", "decode")])
