@@ -193,6 +193,7 @@ class StubWorker(pb_grpc.WorkerServicer):
     aborts: list[str] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
+    with_handoff: list[bool] = field(default_factory=list)  # per Generate call: did it carry a KV handoff
 
     async def GetInfo(self, request: pb.InfoRequest, context: grpc.aio.ServicerContext) -> pb.WorkerInfo:
         return convert.info_to_pb(convert.WorkerDescription(
@@ -217,6 +218,7 @@ class StubWorker(pb_grpc.WorkerServicer):
     async def Generate(self, request: pb.GenerateRequest,
                        context: grpc.aio.ServicerContext) -> AsyncIterator[pb.GenerateChunk]:
         self.calls.append(request.request_id)
+        self.with_handoff.append(request.HasField("handoff"))
         max_tokens = request.sampling.max_tokens
         try:
             if self.generate == "stall":

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,29 +35,39 @@ from orchestrator.api.text import Tokenizer
 pytestmark = pytest.mark.timeout(60)
 
 SLACK_S = 3.0  # scheduling slack on a busy 2-core host (other suites may be running)
-StubFront = Callable[..., tuple[FrontEnd, list[StubWorker], list[StubWorker]]]
+
+
+class StubFront:
+    """Builds front ends over stub workers: ``stub_front(prefill=[...], decode=[...], **server_config)``;
+    ``close`` stops every front end and stub server it built."""
+
+    def __init__(self, model_dir: Path, tokenizer: Tokenizer, loop: LoopThread) -> None:
+        self._model_dir, self._tokenizer, self._loop = model_dir, tokenizer, loop
+        self.fronts: list[FrontEnd] = []
+        self.servers: dict[str, StubServer] = {}
+
+    def __call__(self, prefill: list[StubWorker], decode: list[StubWorker],
+                 **server: Any) -> tuple[FrontEnd, list[StubWorker], list[StubWorker]]:
+        for worker in prefill + decode:
+            self.servers[worker.worker_id] = self._loop.run(StubServer.start(worker))
+        config = sim_config(self._model_dir, prefill=len(prefill), decode=len(decode), **server)
+        endpoints = [self.servers[w.worker_id].endpoint for w in prefill + decode]
+        front = FrontEnd.start(self._loop, config, endpoints, self._tokenizer)
+        self.fronts.append(front)
+        return front, prefill, decode
+
+    def close(self) -> None:
+        for front in self.fronts:
+            front.stop()
+        for server in self.servers.values():
+            self._loop.run(server.stop())
 
 
 @pytest.fixture
 def stub_front(tiny_model_dir: Path, tokenizer: Tokenizer, harness_loop: LoopThread) -> Iterator[StubFront]:
-    """Build a front end over stub workers: ``stub_front(prefill=[...], decode=[...], **server_config)``."""
-    fronts: list[FrontEnd] = []
-    servers: list[StubServer] = []
-
-    def build(prefill: list[StubWorker], decode: list[StubWorker], **server: Any) -> tuple[
-            FrontEnd, list[StubWorker], list[StubWorker]]:
-        for worker in prefill + decode:
-            servers.append(harness_loop.run(StubServer.start(worker)))
-        config = sim_config(tiny_model_dir, prefill=len(prefill), decode=len(decode), **server)
-        front = FrontEnd.start(harness_loop, config, [s.endpoint for s in servers], tokenizer)
-        fronts.append(front)
-        return front, prefill, decode
-
-    yield build
-    for front in fronts:
-        front.stop()
-    for server in servers:
-        harness_loop.run(server.stop())
+    builder = StubFront(tiny_model_dir, tokenizer, harness_loop)
+    yield builder
+    builder.close()
 
 
 def chat(max_tokens: int = 8, **extra: Any) -> dict[str, Any]:
@@ -104,6 +114,21 @@ def test_every_prefill_worker_failing_is_502(stub_front: StubFront) -> None:
                                     json={"model": MODEL_NAME, "prompt": "hi", "max_tokens": 2}), 502, "worker_failed")
     assert "UNAVAILABLE" in error["message"]
     assert len(prefill[0].calls) + len(prefill[1].calls) == 2  # one try on each, no more
+
+
+def test_dead_prefill_pool_falls_back_to_local_prefill(stub_front: StubFront, harness_loop: LoopThread) -> None:
+    front, _, (decode,) = stub_front([StubWorker("prefill-0", "prefill")], [StubWorker("decode-0", "decode")])
+    assert httpx.post(f"{front.url}/v1/chat/completions", json=chat(), timeout=30).headers["x-prefill-worker"] \
+        == "prefill-0"
+    harness_loop.run(stub_front.servers["prefill-0"].stop())
+    assert front.wait_until(lambda: not front.service.prefill.get("prefill-0").healthy, 10)  # type: ignore[union-attr]
+    reply = httpx.post(f"{front.url}/v1/chat/completions", json=chat(), timeout=30)
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["x-prefill-worker"] == "none" and reply.headers["x-route-reason"] == "local_prefill"
+    assert reply.json()["choices"][0]["message"]["content"]
+    assert decode.with_handoff == [True, False]  # the decode worker prefilled the second prompt itself
+    health = httpx.get(f"{front.url}/health", timeout=5)
+    assert health.status_code == 503 and health.json()["prefill"] == [{"id": "prefill-0", "healthy": False}]
 
 
 def test_stalled_decode_is_504_within_the_first_token_timeout(stub_front: StubFront) -> None:
