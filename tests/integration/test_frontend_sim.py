@@ -115,19 +115,28 @@ def test_completion_from_token_ids(front: FrontEnd) -> None:
 
 def test_repeated_long_prompt_reports_cached_tokens(client: openai.OpenAI, front: FrontEnd) -> None:
     messages = [{"role": "user", "content": LONG_PROMPT}]
+    predicted_before = front.metric("pdserve_cached_tokens_total", source="predicted")
+    observed_before = front.metric("pdserve_cached_tokens_total", source="observed")
     first = client.chat.completions.with_raw_response.create(model=MODEL_NAME, messages=messages,  # type: ignore[arg-type]
                                                              max_tokens=4, temperature=0)
+    # The prefill worker's KV events reach the orchestrator's prefix index over gRPC.
+    assert front.wait_until(lambda: front.metric("pdserve_prefix_index_blocks") > 0, 5)
     second = client.chat.completions.with_raw_response.create(model=MODEL_NAME, messages=messages,  # type: ignore[arg-type]
                                                               max_tokens=4, temperature=0)
     # The KV-aware router sends the repeat to the prefill worker that holds the prompt's blocks.
     assert second.headers["x-prefill-worker"] == first.headers["x-prefill-worker"]
-    usage = second.parse().usage
-    assert usage is not None and usage.prompt_tokens > 100
+    first_usage, usage = first.parse().usage, second.parse().usage
+    assert first_usage is not None and usage is not None and usage.prompt_tokens > 100
+    assert first_usage.prompt_tokens_details is not None
+    first_cached = first_usage.prompt_tokens_details.cached_tokens or 0  # the shared chat-template prefix
     details = usage.prompt_tokens_details
     assert details is not None and details.cached_tokens is not None
     # Every full 4-token block before the last prompt token is a hit.
-    assert details.cached_tokens == (usage.prompt_tokens - 1) // 4 * 4
-    assert front.metric("pdserve_cached_tokens_total", source="observed") >= details.cached_tokens
+    assert details.cached_tokens == (usage.prompt_tokens - 1) // 4 * 4 > first_cached
+    # The router predicted exactly the hits the engine then reported.
+    predicted = front.metric("pdserve_cached_tokens_total", source="predicted") - predicted_before
+    observed = front.metric("pdserve_cached_tokens_total", source="observed") - observed_before
+    assert predicted == observed == first_cached + details.cached_tokens
 
 
 def test_models_health_and_metrics(front: FrontEnd, client: openai.OpenAI) -> None:
