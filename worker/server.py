@@ -74,6 +74,8 @@ class WorkerService(pb_grpc.WorkerServicer):
                     token_ids=list(delta.token_ids), finished=delta.finished,
                     finish_reason=delta.finish_reason or "", num_cached_tokens=delta.num_cached_tokens,
                 )
+        except ValueError as exc:  # the engine rejected the request, as in Prefill
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
             self._in_flight.discard(request.request_id)
