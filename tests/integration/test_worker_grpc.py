@@ -1,0 +1,164 @@
+"""The worker runtime's gRPC contract, in process: ``WorkerService`` over simulated engines, called
+through the orchestrator's ``WorkerClient`` (info, load, prefill handoff, decode pulling it, abort, role
+checks, request errors, KV events)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import grpc
+import pytest
+
+from orchestrator.pools.client import Chunk, WorkerClient, WorkerError
+from protocol import worker_pb2_grpc as pb_grpc
+from protocol.types import BlockStored, KvEventBatch, SamplingSpec
+from worker.engine import EngineSpec, build_engine
+from worker.engines.sim import SimEngine
+from worker.event_fanout import EventFanout
+from worker.server import WorkerService
+
+pytestmark = pytest.mark.timeout(30)
+
+GREEDY = SamplingSpec(max_tokens=6, temperature=0.0)
+PROMPT = tuple(range(10, 50))  # 40 tokens = 10 blocks of 4
+Start = Callable[[str, str], Awaitable[WorkerClient]]
+
+
+@pytest.fixture
+async def start() -> AsyncIterator[Start]:
+    """``await start(worker_id, role)``: a sim engine served by WorkerService on 127.0.0.1:0."""
+    engines: list[SimEngine] = []
+    fanouts: list[EventFanout] = []
+    servers: list[grpc.aio.Server] = []
+    clients: list[WorkerClient] = []
+
+    async def make(worker_id: str, role: str) -> WorkerClient:
+        engine = build_engine(EngineSpec(kind="sim", model="", worker_id=worker_id, role=role,
+                                         args=(("profile", "tiny-fast"), ("speedup", 20.0))))
+        assert isinstance(engine, SimEngine)
+        await engine.start()
+        engines.append(engine)
+        fanout = EventFanout(engine)
+        fanout.start()
+        fanouts.append(fanout)
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        pb_grpc.add_WorkerServicer_to_server(WorkerService(worker_id, role, "127.0.0.1", "sim", engine, fanout),
+                                             server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        servers.append(server)
+        client = WorkerClient(worker_id, f"127.0.0.1:{port}")
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.close()
+    for server in servers:
+        await server.stop(grace=0)
+    for fanout in fanouts:
+        await fanout.close()
+    for engine in engines:
+        await engine.shutdown()
+
+
+async def drain(stream: AsyncIterator[Chunk]) -> list[Chunk]:
+    return [chunk async for chunk in stream]
+
+
+async def test_info_and_load(start: Start) -> None:
+    client = await start("prefill-0", "prefill")
+    info = await client.info()
+    assert (info.worker_id, info.role, info.host, info.engine_kind) == ("prefill-0", "prefill", "127.0.0.1", "sim")
+    assert info.engine.engine_id == "prefill-0" and info.engine.block_size == 4
+    load = await client.load()
+    assert load.in_flight == 0 and load.engine.running == 0
+
+
+async def test_prefill_handoff_then_decode_pulls_it(start: Start) -> None:
+    prefill = await start("prefill-0", "prefill")
+    decode = await start("decode-0", "decode")
+    handoff = await prefill.prefill("r1-p", PROMPT, GREEDY, None, timeout_s=10)
+    assert handoff.engine_id == "prefill-0" and handoff.prompt_tokens == len(PROMPT)
+    assert handoff.num_blocks == len(PROMPT) // 4 and handoff.first_token >= 0
+    chunks = await drain(decode.generate("r1-d", PROMPT, GREEDY, handoff, None, 10, 10))
+    tokens = [t for c in chunks for t in c.token_ids]
+    assert len(tokens) == GREEDY.max_tokens and tokens[0] == handoff.first_token
+    assert chunks[-1].finished and chunks[-1].finish_reason == "length"
+    assert chunks[-1].num_cached_tokens >= handoff.num_blocks * 4 - 4
+    # The same prompt decoded locally (no handoff) gives the same greedy answer.
+    local = await drain(decode.generate("r2-d", PROMPT, GREEDY, None, None, 10, 10))
+    assert [t for c in local for t in c.token_ids] == tokens
+
+
+async def test_roles_are_enforced_and_not_retryable(start: Start) -> None:
+    prefill = await start("prefill-0", "prefill")
+    decode = await start("decode-0", "decode")
+    with pytest.raises(WorkerError) as info:
+        await decode.prefill("x-p", PROMPT, GREEDY, None, timeout_s=5)
+    assert not info.value.retryable and "FAILED_PRECONDITION" in str(info.value)
+    with pytest.raises(WorkerError) as info:
+        await drain(prefill.generate("x-d", PROMPT, GREEDY, None, None, 5, 5))
+    assert not info.value.retryable and "does not decode" in str(info.value)
+
+
+async def test_both_role_prefills_and_decodes(start: Start) -> None:
+    both = await start("both-0", "both")
+    handoff = await both.prefill("b-p", PROMPT, GREEDY, None, timeout_s=5)
+    chunks = await drain(both.generate("b-d", PROMPT, GREEDY, handoff, None, 5, 5))
+    assert chunks[-1].finished
+
+
+@pytest.mark.parametrize(("prompt", "message"), [((), "empty"), ((5, 10_000_000), "out of range")])
+async def test_bad_prefill_requests_are_invalid_argument(start: Start, prompt: tuple[int, ...], message: str) -> None:
+    prefill = await start("prefill-0", "prefill")
+    with pytest.raises(WorkerError) as info:
+        await prefill.prefill("bad-p", prompt, GREEDY, None, timeout_s=5)
+    assert not info.value.retryable and "INVALID_ARGUMENT" in str(info.value) and message in str(info.value)
+
+
+async def test_bad_generate_requests_are_invalid_argument(start: Start) -> None:
+    decode = await start("decode-0", "decode")
+    with pytest.raises(WorkerError) as info:
+        await drain(decode.generate("bad-d", (5, 10_000_000), GREEDY, None, None, 5, 5))
+    assert not info.value.retryable and "INVALID_ARGUMENT" in str(info.value)
+
+
+async def test_closing_a_stream_early_frees_the_request(start: Start) -> None:
+    decode = await start("decode-0", "decode")
+    long = SamplingSpec(max_tokens=200, temperature=0.0, ignore_eos=True)
+    stream = decode.generate("long-d", PROMPT, long, None, None, 5, 5)
+    first = await anext(stream)
+    assert first.token_ids and not first.finished
+    await stream.aclose()  # type: ignore[attr-defined]
+    for _ in range(100):
+        load = await decode.load()
+        if load.in_flight == 0 and load.engine.running == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert load.in_flight == 0 and load.engine.running == 0
+    assert await decode.abort("long-d") is False  # already gone: abort of an unknown id is a no-op
+
+
+async def test_kv_events_stream_after_a_prefill(start: Start) -> None:
+    prefill = await start("prefill-0", "prefill")
+    received: list[KvEventBatch] = []
+
+    async def listen() -> None:
+        async for batch in prefill.kv_events():
+            received.append(batch)
+
+    listener = asyncio.create_task(listen())
+    await asyncio.sleep(0.1)  # subscribed before the prefill
+    await prefill.prefill("e-p", PROMPT, GREEDY, None, timeout_s=5)
+    for _ in range(100):
+        if any(isinstance(e, BlockStored) for b in received for e in b.events):
+            break
+        await asyncio.sleep(0.02)
+    listener.cancel()
+    stored = [e for b in received for e in b.events if isinstance(e, BlockStored)]
+    assert stored and sum(len(e.block_hashes) for e in stored) == len(PROMPT) // 4
+    assert tuple(t for e in stored for t in e.token_ids) == PROMPT
+    seqs = [b.seq for b in received]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
