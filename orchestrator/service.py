@@ -85,10 +85,17 @@ class Service:
     def _on_events(self, worker_id: str, batch: KvEventBatch) -> None:
         if not isinstance(self.index, PrefixIndex):
             return
-        result = self.index.apply(worker_id, batch)
+        try:
+            result = self.index.apply(worker_id, batch)
+        except ValueError:
+            # A batch the index cannot apply: forget this worker; its next events rebuild it.
+            log.exception("dropping %s from the prefix index after a bad KV event batch", worker_id)
+            self.index.remove_worker(worker_id)
+            self.metrics.index_resyncs.inc()
+            return
         if result.resynced:
             self.metrics.index_resyncs.inc()
-        self.metrics.index_blocks.set(self.index.size())
+        self.metrics.index_blocks.set(self.index.size)
 
     def _on_down(self, worker_id: str) -> None:
         if isinstance(self.index, PrefixIndex):

@@ -117,6 +117,9 @@ class PoolMonitor:
                     self._on_events(handle.worker_id, batch)
             except WorkerError as exc:
                 log.debug("event stream of %s ended: %s", handle.worker_id, exc)
+            except Exception:
+                # Never let one bad batch stop indexing this worker for good: resubscribe.
+                log.exception("KV event handling for %s failed; resubscribing", handle.worker_id)
             await asyncio.sleep(self._interval)
 
     async def stop(self) -> None:
