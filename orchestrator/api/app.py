@@ -137,6 +137,9 @@ def create_app(service: Service, tokenizer: Tokenizer) -> FastAPI:
             prompt = [int(t) for t in body.prompt]
             if any(t < 0 for t in prompt):
                 raise bad_request("prompt token ids must be non-negative", "prompt")
+            if any(t >= tokenizer.vocab_size for t in prompt):
+                raise bad_request(f"Token id {max(prompt)} is out of vocabulary (the model's token ids are below "
+                                  f"{tokenizer.vocab_size}).", "prompt")
         if not prompt:
             raise bad_request("the prompt is empty", "prompt")
         return await serve(request, body, prompt, ResponseShape.completion(model_name))

@@ -21,6 +21,7 @@ class Tokenizer:
 
         self._tok: Any = AutoTokenizer.from_pretrained(path)
         self.eos_token_id: int | None = self._tok.eos_token_id
+        self.vocab_size: int = len(self._tok)  # token ids are in [0, vocab_size), added tokens included
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> list[int]:
         ids = self._tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
