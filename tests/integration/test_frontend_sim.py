@@ -165,6 +165,7 @@ def test_models_health_and_metrics(front: FrontEnd, client: openai.OpenAI) -> No
     ("/v1/chat/completions", {"model": MODEL_NAME, "messages": [{"role": "user", "content": "x"}],
                               "temperature": 9}, 400, "temperature"),
     ("/v1/completions", {"model": MODEL_NAME, "prompt": [1, -3]}, 400, "prompt"),
+    ("/v1/completions", {"model": MODEL_NAME, "prompt": [1, 10_000_000], "max_tokens": 2}, 400, "prompt"),
     ("/v1/completions", {"model": MODEL_NAME, "prompt": "hi", "max_tokens": 2000}, 400, "max_tokens"),
     ("/v1/completions", {"model": "gpt-9", "prompt": "hi", "max_tokens": 2}, 404, "model"),
 ])

@@ -113,3 +113,8 @@ def test_stop_found_in_text_emitted_by_one_push(tok: Tokenizer) -> None:
 
 def test_flush_after_nothing(tok: Tokenizer) -> None:
     assert IncrementalText(tok, ["x"]).flush() == ""
+
+
+def test_vocab_size_bounds_the_token_ids(tok: Tokenizer) -> None:
+    assert tok.vocab_size > max(tok.encode("héllo wörld 日本語 🎉"))
+    assert isinstance(tok.decode([tok.vocab_size - 1]), str)
