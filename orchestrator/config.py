@@ -87,12 +87,12 @@ class RoutingConfig(_Strict):
 
 
 class PoolConfig(_Strict):
-    replicas: int = Field(1, ge=0)
+    replicas: int = Field(default=1, ge=0)
     resources: Resources = Resources()
     engine_args: dict[str, Any] = Field(default_factory=dict)
-    workers_per_process: int = Field(1, ge=1)
+    workers_per_process: int = Field(default=1, ge=1)
     routing: RoutingConfig = RoutingConfig()
-    queue_bound: int = Field(64, ge=1)
+    queue_bound: int = Field(default=64, ge=1)
 
 
 class TransferConfig(_Strict):
@@ -100,28 +100,28 @@ class TransferConfig(_Strict):
     side_channel_host: str = "127.0.0.1"
     ucx_tls: str | None = "tcp,self,sm"
     ucx_net_devices: str | None = "lo"
-    lease_timeout_s: int = Field(30, ge=1)
-    progress_delay_us: int = Field(1000, ge=0)
-    link_bandwidth_gbps: float = Field(10.0, gt=0)
+    lease_timeout_s: int = Field(default=30, ge=1)
+    progress_delay_us: int = Field(default=1000, ge=0)
+    link_bandwidth_gbps: float = Field(default=10.0, gt=0)
 
 
 class IndexConfig(_Strict):
     """Prefix index: ``events`` (fed by the engines' KV events) or ``approximate`` (insert on routing)."""
 
     mode: Literal["events", "approximate"] = "events"
-    approx_capacity_blocks: int = Field(100_000, ge=1)
-    approx_ttl_s: float = Field(600.0, gt=0)
+    approx_capacity_blocks: int = Field(default=100_000, ge=1)
+    approx_ttl_s: float = Field(default=600.0, gt=0)
 
 
 class ServerConfig(_Strict):
     host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
-    request_timeout_s: float = Field(300.0, gt=0)
-    prefill_timeout_s: float = Field(120.0, gt=0)
-    first_token_timeout_s: float = Field(120.0, gt=0)
-    inter_token_timeout_s: float = Field(60.0, gt=0)
-    worker_start_timeout_s: float = Field(600.0, gt=0)
-    load_poll_interval_s: float = Field(0.5, gt=0)
+    port: int = Field(default=8000, ge=0, le=65535)
+    request_timeout_s: float = Field(default=300.0, gt=0)
+    prefill_timeout_s: float = Field(default=120.0, gt=0)
+    first_token_timeout_s: float = Field(default=120.0, gt=0)
+    inter_token_timeout_s: float = Field(default=60.0, gt=0)
+    worker_start_timeout_s: float = Field(default=600.0, gt=0)
+    load_poll_interval_s: float = Field(default=0.5, gt=0)
 
 
 class RayConfig(_Strict):

@@ -19,6 +19,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 CACHE_ENV = "PDSERVE_CACHE"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -87,8 +88,8 @@ def prepare_smollm2(folder: Path | None = None) -> Path:
         config_dict = quantized.config.to_dict()
         config_dict.pop("quantization_config", None)
         config = LlamaConfig(**config_dict)
-        config.torch_dtype = torch.float32
-        model = LlamaForCausalLM(config).to(torch.float32)
+        model: Any = LlamaForCausalLM(config)
+        model = model.to(torch.float32)
         missing, unexpected = model.load_state_dict(quantized.state_dict(), strict=False)
         if unexpected or [m for m in missing if "lm_head" not in m]:
             raise RuntimeError(f"GGUF conversion mismatch: missing={missing} unexpected={unexpected}")
@@ -130,7 +131,8 @@ def prepare_tiny(folder: Path | None = None) -> Path:
             eos_token_id=tokenizer.eos_token_id,
         )
         torch.manual_seed(TINY_SEED)
-        model = LlamaForCausalLM(config).to(torch.float32)
+        model: Any = LlamaForCausalLM(config)
+        model = model.to(torch.float32)
         model.save_pretrained(str(dest), safe_serialization=True)
 
     return _atomic_build(folder or default_model_dir("tiny-llama"), build)

@@ -203,7 +203,7 @@ async def _collect(service: Service, req: FlowRequest, placement: Placement,
     reason, tokens, cached = "stop", 0, 0
     deadline = service.config.server.request_timeout_s
     async with asyncio.timeout(deadline):
-        async for delta, finish, tokens, cached in _decode_text(service, req, placement, text):
+        async for delta, finish, tokens, cached in _decode_text(service, req, placement, text):  # noqa: B007
             parts.append(delta)
             if finish is not None:
                 reason = finish
@@ -221,7 +221,7 @@ async def _sse(service: Service, req: FlowRequest, placement: Placement, text: I
     yield event(shape.first_chunk())
     try:
         async with asyncio.timeout(service.config.server.request_timeout_s):
-            async for delta, finish, tokens, cached in _decode_text(service, req, placement, text):
+            async for delta, finish, tokens, cached in _decode_text(service, req, placement, text):  # noqa: B007
                 if delta or finish is not None:
                     yield event(shape.chunk(delta, finish))
     except (WorkerError, TimeoutError) as exc:

@@ -88,7 +88,7 @@ class RayLauncher:
                 ray.init(address="local", namespace=namespace, include_dashboard=False,
                          _node_ip_address="127.0.0.1",
                          num_cpus=num_cpus, log_to_driver=False)
-        self._host_cls = ray.remote(_WorkerHost)
+        self._host_cls: Any = ray.remote(_WorkerHost)
 
     def start(self, plans: list[ProcessPlan], timeout_s: float) -> list[WorkerEndpoint]:
         ray = self._ray

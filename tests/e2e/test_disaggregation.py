@@ -35,7 +35,7 @@ def test_greedy_output_equals_single_instance(pd_server: Server, reference_serve
     with ThreadPoolExecutor(max_workers=4) as pool:
         ours = list(pool.map(lambda p: _complete(pd_server.url, p), prompts))
         theirs = list(pool.map(lambda p: _complete(reference_server.url, p), prompts))
-    for prompt, mine, ref in zip(prompts, ours, theirs):
+    for prompt, mine, ref in zip(prompts, ours, theirs, strict=True):
         my_ids = mine["json"]["choices"][0]["token_ids"]
         ref_ids = ref["json"]["choices"][0]["token_ids"]
         assert len(my_ids) == 16

@@ -62,11 +62,12 @@ def _alive(pids: set[int]) -> set[int]:
 def test_ray_job_submit_serves_default_model_and_stops_clean() -> None:
     model = prepare_smollm2()
     gcs, dash, client_port, ready_dir = *free_ports(3), Path(tempfile.mkdtemp(prefix="pdserve-rayjob-"))
+    head_log = open(ready_dir / "ray-head.log", "wb")  # noqa: SIM115 - closed in finally
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--ray-client-server-port={client_port}",
          "--num-cpus=2", "--include-dashboard=true", "--disable-usage-stats"],
-        cwd=ROOT, stdout=open(ready_dir / "ray-head.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=ROOT, stdout=head_log, stderr=subprocess.STDOUT, start_new_session=True,
         env={**os.environ, **RAY_ENV})
     address = f"http://127.0.0.1:{dash}"
     job_id = f"pdserve-test-{os.getpid()}"
@@ -114,3 +115,4 @@ def test_ray_job_submit_serves_default_model_and_stops_clean() -> None:
             head.wait(timeout=60)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(head.pid, signal.SIGKILL)
+        head_log.close()

@@ -57,7 +57,7 @@ class VllmEngine:
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        engine_kwargs = {k: v for k, v in self._args.items() if k not in _PDSERVE_KEYS}
+        engine_kwargs: dict[str, Any] = {k: v for k, v in self._args.items() if k not in _PDSERVE_KEYS}
         transfer = KVTransferConfig(
             kv_connector="NixlConnector",
             kv_role="kv_both",
