@@ -91,14 +91,16 @@ class RequestFlow:
             raise NoHealthyWorker("no healthy decode worker")
         match = self._router.match(route)
         remote = self._prefill is not None and len(self._prefill) > 0
+        local_reason = "colocated"
         if remote:
             plan = self._router.plan(route, prefill_states, decode_states, match=match)
             remote = plan.mode == "remote"
             if not remote:
+                local_reason = plan.reason  # short_prompt or prefill_saturated
                 self._metrics.decisions.labels("prefill", self._prefill_policy, plan.reason).inc()
         if not remote:
             decision = self._route_decode(route, None)
-            return Placement(decision.worker_id, None, "local_prefill", None,
+            return Placement(decision.worker_id, None, local_reason, None,
                              self._predicted(route, match.get(decision.worker_id, 0)), started)
         handoff, prefill_id, reason, matched = await self._prefill_with_retry(req, route, match)
         decision = self._route_decode(route, self._prefill.get(prefill_id).host if self._prefill else None)
