@@ -1,0 +1,60 @@
+"""LocalLauncher with real worker processes (sim engines): ready endpoints answer over gRPC, stop leaves no
+process behind, and a worker that cannot start fails the launch with its log's tail."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from conftest import StartWorkers
+from pd_harness import LoopThread, sim_config
+
+from orchestrator.launch.launchers import LocalLauncher
+from orchestrator.launch.plan import plan_processes
+from orchestrator.launch.process import WorkerStartError
+from orchestrator.pools.client import WorkerClient
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_workers_start_answer_and_stop(tiny_model_dir: Path, harness_loop: LoopThread,
+                                       start_workers: StartWorkers) -> None:
+    config = sim_config(tiny_model_dir, prefill=3, decode=1, engine_args={"num_blocks": 128})
+    launcher, endpoints = start_workers(config)
+    assert [(e.worker_id, e.role) for e in endpoints] == [
+        ("prefill-0", "prefill"), ("prefill-1", "prefill"), ("prefill-2", "prefill"), ("decode-0", "decode")]
+    assert len({e.pid for e in endpoints}) == 2  # sim workers of a pool share one process
+    assert len({e.address for e in endpoints}) == 4 and all(e.address.startswith("127.0.0.1:") for e in endpoints)
+
+    async def describe() -> list[tuple[str, str, int]]:
+        out = []
+        for e in endpoints:
+            client = WorkerClient(e.worker_id, e.address)
+            info = await client.info(timeout_s=10)
+            await client.close()
+            out.append((info.worker_id, info.role, info.engine.num_blocks))
+        return out
+
+    assert harness_loop.run(describe()) == [("prefill-0", "prefill", 128), ("prefill-1", "prefill", 128),
+                                            ("prefill-2", "prefill", 128), ("decode-0", "decode", 128)]
+    launcher.stop()
+    assert not any(alive(e.pid) for e in endpoints)
+    launcher.stop()  # idempotent
+
+
+def test_a_worker_that_cannot_start_fails_the_launch(tiny_model_dir: Path, worker_logs: Path) -> None:
+    config = sim_config(tiny_model_dir, prefill=1, decode=1, engine_args={"no_such_field": 1})
+    launcher = LocalLauncher()
+    with pytest.raises(WorkerStartError) as info:
+        launcher.start(plan_processes(config, run_id="bad"), timeout_s=30)
+    assert "no_such_field" in str(info.value)  # the worker's own error, from its log
+    launcher.stop()
