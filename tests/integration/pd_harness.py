@@ -263,12 +263,16 @@ class StubServer:
     address: str
 
     @classmethod
-    async def start(cls, worker: StubWorker) -> StubServer:
+    async def start(cls, worker: StubWorker, port: int = 0) -> StubServer:
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         pb_grpc.add_WorkerServicer_to_server(worker, server)
-        port = server.add_insecure_port("127.0.0.1:0")
+        port = server.add_insecure_port(f"127.0.0.1:{port}")
         await server.start()
         return cls(worker, server, f"127.0.0.1:{port}")
+
+    async def restart(self) -> None:
+        """Serve again on the same port after ``stop`` (a worker coming back)."""
+        self.server = (await StubServer.start(self.worker, int(self.address.rsplit(":", 1)[1]))).server
 
     @property
     def endpoint(self) -> WorkerEndpoint:

@@ -131,6 +131,20 @@ def test_dead_prefill_pool_falls_back_to_local_prefill(stub_front: StubFront, ha
     assert health.status_code == 503 and health.json()["prefill"] == [{"id": "prefill-0", "healthy": False}]
 
 
+def test_a_decode_worker_that_comes_back_serves_again(stub_front: StubFront, harness_loop: LoopThread) -> None:
+    front, _, (decode,) = stub_front([StubWorker("prefill-0", "prefill")], [StubWorker("decode-0", "decode")])
+    handle = front.service.decode.get("decode-0")
+    server = stub_front.servers["decode-0"]
+    harness_loop.run(server.stop())
+    assert front.wait_until(lambda: not handle.healthy, 10)
+    assert_error(httpx.post(f"{front.url}/v1/chat/completions", json=chat(), timeout=10), 503, "no_healthy_worker")
+    harness_loop.run(server.restart())
+    assert front.wait_until(lambda: handle.healthy, 15)
+    reply = httpx.post(f"{front.url}/v1/chat/completions", json=chat(), timeout=10)
+    assert reply.status_code == 200 and reply.headers["x-decode-worker"] == "decode-0"
+    assert len(decode.calls) == 1
+
+
 def test_stalled_decode_is_504_within_the_first_token_timeout(stub_front: StubFront) -> None:
     front, _, (decode,) = stub_front([StubWorker("prefill-0", "prefill")],
                                      [StubWorker("decode-0", "decode", generate="stall")], first_token_timeout_s=1.0)
