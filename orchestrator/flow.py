@@ -91,13 +91,22 @@ class RequestFlow:
             raise NoHealthyWorker("no healthy decode worker")
         match = self._router.match(route)
         remote = self._prefill is not None and len(self._prefill) > 0
-        local_reason = "colocated"
+        local_reason = "local"
         if remote:
             plan = self._router.plan(route, prefill_states, decode_states, match=match)
             remote = plan.mode == "remote"
             if not remote:
                 local_reason = plan.reason  # short_prompt or prefill_saturated
                 self._metrics.decisions.labels("prefill", self._prefill_policy, plan.reason).inc()
+        if not remote and self._prefill is None:
+            # Colocated pool: one worker prefills and decodes, placed with the prefix-aware pipeline.
+            try:
+                decision = self._router.route_prefill(route, decode_states, match=match, now=time.monotonic())
+            except NoEligibleWorker:
+                raise NoHealthyWorker("no healthy worker") from None
+            self._metrics.decisions.labels("colocated", self._prefill_policy, decision.reason).inc()
+            return Placement(decision.worker_id, None, decision.reason, None,
+                             self._predicted(route, decision.matched_blocks), started)
         if not remote:
             decision = self._route_decode(route, None)
             return Placement(decision.worker_id, None, local_reason, None,

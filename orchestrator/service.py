@@ -48,7 +48,8 @@ class Service:
             self.index = PrefixIndex(config.model.name, facts.block_size)
         else:
             self.index = ApproxPrefixIndex(config.index.approx_capacity_blocks, config.index.approx_ttl_s)
-        prefill_profile = config.prefill.routing.resolve()
+        # Colocated: the decode pool's profile places whole requests, prefix-aware.
+        prefill_profile = (config.decode if config.colocated else config.prefill).routing.resolve()
         decode_profile = config.decode.routing.resolve()
         self.router = Router(model=config.model.name, block_size=facts.block_size, index=self.index,
                              prefill=build_pipeline(prefill_profile, env), decode=build_pipeline(decode_profile, env),
@@ -105,8 +106,9 @@ class Service:
         interval = self.config.server.load_poll_interval_s
         if self.prefill is not None:
             self._monitors.append(PoolMonitor(self.prefill, interval, self._on_events, self._on_down))
-        # Decode workers' caches matter only for local prefill; their events are not indexed.
-        self._monitors.append(PoolMonitor(self.decode, interval))
+        # Decode workers' caches are indexed only when they prefill everything (colocated pool).
+        decode_events = self._on_events if self.prefill is None else None
+        self._monitors.append(PoolMonitor(self.decode, interval, decode_events, self._on_down))
         for monitor in self._monitors:
             monitor.start()
 
