@@ -90,6 +90,18 @@ def test_completion_with_stop_string(client: openai.OpenAI) -> None:
     assert cut.choices[0].text == text[: text.index(stop)]
 
 
+def test_chat_streaming_with_stop_string(client: openai.OpenAI) -> None:
+    kwargs = {"model": MODEL_NAME, "messages": [{"role": "user", "content": "Write a line."}], "max_tokens": 16,
+              "temperature": 0}
+    text = client.chat.completions.create(**kwargs).choices[0].message.content  # type: ignore[call-overload]
+    assert text and len(text) > 6
+    stop = text[3:6]
+    chunks = list(client.chat.completions.create(**kwargs, stream=True, stop=stop))  # type: ignore[call-overload]
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == text[: text.index(stop)]
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
+
+
 def test_completion_streaming_with_headers(front: FrontEnd) -> None:
     body = {"model": MODEL_NAME, "prompt": "Tell me a story", "max_tokens": 8, "temperature": 0, "stream": True}
     with httpx.stream("POST", f"{front.url}/v1/completions", json=body, timeout=30) as reply:
