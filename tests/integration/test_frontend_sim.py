@@ -180,6 +180,7 @@ def test_models_health_and_metrics(front: FrontEnd, client: openai.OpenAI) -> No
     ("/v1/completions", {"model": MODEL_NAME, "prompt": [1, 10_000_000], "max_tokens": 2}, 400, "prompt"),
     ("/v1/completions", {"model": MODEL_NAME, "prompt": "hi", "max_tokens": 2000}, 400, "max_tokens"),
     ("/v1/completions", {"model": "gpt-9", "prompt": "hi", "max_tokens": 2}, 404, "model"),
+    ("/v1/completions", {"model": MODEL_NAME, "prompt": "hi", "max_tokens": 2, "seed": 2**63}, 400, "seed"),
 ])
 def test_bad_requests_get_openai_errors(front: FrontEnd, path: str, payload: dict[str, object], status: int,
                                         param: str) -> None:
