@@ -81,11 +81,17 @@ def test_ray_job_submit_serves_default_model_and_stops_clean() -> None:
             time.sleep(1)
         ready = ready_dir / "url"
         runtime_env = {"env_vars": {"PDSERVE_IPC_DIR": str(ready_dir), "PYTHONUNBUFFERED": "1"}}
-        submitted = _ray("job", "submit", "--address", address, "--no-wait", "--submission-id", job_id,
-                         "--runtime-env-json", json.dumps(runtime_env), "--",
-                         sys.executable, "-m", "orchestrator.cli", "up", "--config", "configs/local-cpu.yaml",
-                         "--set", "server.port=0", "--set", f"model.path={model}", "--ready-file", str(ready))
-        assert submitted.returncode == 0, submitted.stderr
+        deadline = time.monotonic() + 180
+        while True:  # the dashboard answers before the node's job agent has registered
+            submitted = _ray("job", "submit", "--address", address, "--no-wait", "--submission-id", job_id,
+                             "--runtime-env-json", json.dumps(runtime_env), "--",
+                             sys.executable, "-m", "orchestrator.cli", "up", "--config", "configs/local-cpu.yaml",
+                             "--set", "server.port=0", "--set", f"model.path={model}", "--ready-file", str(ready))
+            if submitted.returncode == 0 or "No available agent" not in submitted.stderr:
+                break
+            assert time.monotonic() < deadline, submitted.stderr[-2000:]
+            time.sleep(3)
+        assert submitted.returncode == 0, submitted.stderr[-4000:]
         deadline = time.monotonic() + 900
         while not ready.exists():
             status = _ray("job", "status", "--address", address, job_id).stdout
