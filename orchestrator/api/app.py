@@ -151,13 +151,20 @@ def create_app(service: Service, tokenizer: Tokenizer) -> FastAPI:
 
     @app.get("/health")
     async def health() -> JSONResponse:
+        """200 "ok": every worker answers; 200 "degraded": requests are served but not as configured
+        (no prefill worker answers, so decode workers prefill locally); 503 "unavailable": no decode
+        worker answers, nothing can be served."""
         decode_ok = bool(service.decode.healthy())
         prefill_ok = service.prefill is None or bool(service.prefill.healthy())
-        ok = decode_ok and prefill_ok
-        body = {"status": "ok" if ok else "degraded",
+        local_fallback = service.config.disaggregation.local_when_prefill_saturated
+        if not decode_ok or not (prefill_ok or local_fallback):
+            status, code = "unavailable", 503
+        else:
+            status, code = ("ok" if prefill_ok else "degraded"), 200
+        body = {"status": status,
                 "prefill": [{"id": h.worker_id, "healthy": h.healthy} for h in (service.prefill or [])],
                 "decode": [{"id": h.worker_id, "healthy": h.healthy} for h in service.decode]}
-        return JSONResponse(body, status_code=200 if ok else 503)
+        return JSONResponse(body, status_code=code)
 
     @app.get("/metrics")
     async def metrics() -> Response:

@@ -44,12 +44,25 @@ class IncrementalText:
     stops: list[str] = field(default_factory=list)
     ids: list[int] = field(default_factory=list)
     emitted: str = ""
-    _prefix: int = 0
-    _read: int = 0
+    _prefix: int = 0  # ids[_prefix:_read] are decoded again as context for the next tokens
+    _read: int = 0  # ids before this index are already in _decoded
+    _decoded: str = ""
     stopped: bool = False
 
     def _full_text(self) -> str:
-        return self.tokenizer.decode(self.ids)
+        """Decode only a small window: the tokens since the last read plus the few before them as
+        context (byte-level BPE and sentencepiece merge across token edges), so a whole answer costs
+        O(n) decoding rather than O(n^2). An unfinished multi-byte character waits for more tokens."""
+        context = self.tokenizer.decode(self.ids[self._prefix:self._read])
+        window = self.tokenizer.decode(self.ids[self._prefix:])
+        if len(window) > len(context) and not window.endswith("\ufffd") and window.startswith(context):
+            self._decoded += window[len(context):]
+            self._prefix, self._read = self._read, len(self.ids)
+        elif not window.startswith(context):  # the tokenizer re-joined across the edge: decode it all
+            self._decoded = self.tokenizer.decode(self.ids)
+            if not self._decoded.endswith("\ufffd"):
+                self._prefix = self._read = len(self.ids)
+        return self._decoded
 
     def push(self, new_ids: tuple[int, ...]) -> tuple[str, bool]:
         if self.stopped:

@@ -26,20 +26,28 @@ def _cache_salt(extra_keys: Any) -> str | None:
     return strings[-1] if strings else None
 
 
+def _as_int(block_hash: Any) -> int:
+    """vLLM publishes 64-bit ints by default; with VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES=0 it sends the
+    hash bytes, which pdserve folds to their first 8 bytes (the hash is an opaque id either way)."""
+    if isinstance(block_hash, (bytes, bytearray)):
+        return int.from_bytes(bytes(block_hash[:8]).ljust(8, b"\0"), "big")
+    return int(block_hash)
+
+
 def convert_event(event: Any) -> KvEvent | None:
     """One vLLM event object to its pdserve type; ``None`` for kinds pdserve ignores."""
     kind = type(event).__name__
     if kind == "BlockStored":
         parent = event.parent_block_hash
         return BlockStored(
-            block_hashes=tuple(int(h) for h in event.block_hashes),
-            parent_block_hash=None if parent is None else int(parent),
+            block_hashes=tuple(_as_int(h) for h in event.block_hashes),
+            parent_block_hash=None if parent is None else _as_int(parent),
             token_ids=tuple(int(t) for t in event.token_ids),
             block_size=int(event.block_size),
             cache_salt=_cache_salt(event.extra_keys) if parent is None else None,
         )
     if kind == "BlockRemoved":
-        return BlockRemoved(block_hashes=tuple(int(h) for h in event.block_hashes))
+        return BlockRemoved(block_hashes=tuple(_as_int(h) for h in event.block_hashes))
     if kind == "AllBlocksCleared":
         return AllBlocksCleared()
     return None
