@@ -61,11 +61,15 @@ def _alive(pids: set[int]) -> set[int]:
 
 def test_ray_job_submit_serves_default_model_and_stops_clean() -> None:
     model = prepare_smollm2()
-    gcs, dash, client_port, ready_dir = *free_ports(3), Path(tempfile.mkdtemp(prefix="pdserve-rayjob-"))
+    gcs, dash, client_port, agent_http, agent_grpc, metrics, runtime_env = free_ports(7)
+    ready_dir = Path(tempfile.mkdtemp(prefix="pdserve-rayjob-"))
     head_log = open(ready_dir / "ray-head.log", "wb")  # noqa: SIM115 - closed in finally
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--ray-client-server-port={client_port}",
+         # Own agent ports: another Ray on this host (the embedded one of pd_server) holds the defaults.
+         f"--dashboard-agent-listen-port={agent_http}", f"--dashboard-agent-grpc-port={agent_grpc}",
+         f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={runtime_env}",
          "--num-cpus=2", "--include-dashboard=true", "--disable-usage-stats"],
         cwd=ROOT, stdout=head_log, stderr=subprocess.STDOUT, start_new_session=True,
         env={**os.environ, **RAY_ENV})
