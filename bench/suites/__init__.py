@@ -1,0 +1,1 @@
+"""Benchmark suite drivers (see bench/README.md)."""

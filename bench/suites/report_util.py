@@ -1,0 +1,99 @@
+"""Reading suite runs back (summaries, records, CPU samples) and drawing figures with matplotlib's Agg
+canvas (no display). Used by the ``*_report`` modules of ``bench/suites``."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+INT_FIELDS = {"repeat", "output_tokens_counted", "turn", "prompt_tokens", "cached_tokens", "output_tokens",
+              "status", "chunks"}
+FLOAT_FIELDS = {"load_value", "ttft_s", "tpot_s", "sent_s", "e2e_s", "scheduled_s", "itl_mean_s", "itl_max_s"}
+
+
+def read_records_csv(path: Path) -> list[dict[str, Any]]:
+    """``records.csv`` back as typed dicts (empty cells -> None; no per-chunk times: those are in the JSON)."""
+    def typed(key: str, value: str) -> Any:
+        if value == "":
+            return None
+        if key == "ok":
+            return value == "True"
+        if key in INT_FIELDS:
+            return int(value)
+        if key in FLOAT_FIELDS:
+            return float(value)
+        return value
+
+    with path.open(newline="", encoding="utf-8") as f:
+        return [{k: typed(k, v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def load_run(run_dir: Path) -> dict[str, Any]:
+    """``summary`` (the one run of summary.json), ``records`` (list of dicts) and ``cpu`` of one run folder.
+    Records come from ``records.json.gz`` / ``records.json`` when kept, else from ``records.csv``."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    gz = run_dir / "records.json.gz"
+    if gz.exists():
+        with gzip.open(gz, "rt") as f:
+            records = json.load(f)
+    elif (run_dir / "records.json").exists():
+        records = json.loads((run_dir / "records.json").read_text())
+    else:
+        records = read_records_csv(run_dir / "records.csv")
+    cpu = json.loads((run_dir / "cpu.json").read_text()) if (run_dir / "cpu.json").exists() else {}
+    (run,) = summary["runs"]
+    return {"summary": run, "records": records, "cpu": cpu, "config": summary["config"]}
+
+
+def ms(x: float | None, scale: float = 1.0, digits: int = 0) -> str:
+    """Seconds -> milliseconds text (times ``scale``), '-' for None."""
+    return "-" if x is None else f"{x * 1000 * scale:,.{digits}f}"
+
+
+def pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    xs = sorted(values)
+    if not xs:
+        return None
+    pos = (len(xs) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]], align: str | None = None) -> str:
+    align = align or "l" + "r" * (len(header) - 1)
+    marks = ["---:" if a == "r" else "---" for a in align]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(marks) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def new_figure(width: float, height: float, rows: int = 1, cols: int = 1) -> tuple[Figure, Any]:
+    fig = Figure(figsize=(width, height))
+    return fig, fig.subplots(rows, cols, squeeze=False)
+
+
+def save(fig: Figure, path: Path) -> Path:
+    FigureCanvasAgg(fig)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def cdf(ax: Any, values: Sequence[float], label: str, **kw: Any) -> None:
+    xs = sorted(values)
+    if not xs:
+        return
+    ys = [(i + 1) / len(xs) for i in range(len(xs))]
+    ax.step([xs[0], *xs], [0.0, *ys], where="post", label=label, **kw)
