@@ -41,7 +41,8 @@ class Chunk:
 def _describe(worker_id: str, err: grpc.aio.AioRpcError) -> WorkerError:
     code = err.code()
     retryable = code not in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION)
-    return WorkerError(worker_id, f"{code.name}: {err.details()}", retryable)
+    return WorkerError(worker_id, f"{code.name}: {err.details()}", retryable,
+                       timed_out=code == grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 class WorkerClient:

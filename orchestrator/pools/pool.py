@@ -1,7 +1,9 @@
 """The orchestrator's view of a worker pool: each worker's client, health, load and in-flight work.
 
 A ``PoolMonitor`` task per pool polls every worker's load (``GetLoad``) on an interval and marks a
-worker unhealthy after ``fail_threshold`` consecutive failures (healthy again on the next success).
+worker unhealthy after ``fail_threshold`` consecutive failures to reach it, or after ``slow_down_s``
+of polls that reached it but timed out (a starved host must not empty the pool); healthy again on
+the next answer.
 For pools whose KV events feed the prefix index, it also keeps one ``StreamKvEvents`` subscription
 per worker and hands each batch to ``on_events`` (reconnecting after failures; the first batch after
 a reconnect has a sequence gap, which tells the index to resync that worker).
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -35,6 +38,7 @@ class WorkerHandle:
     load: EngineLoad = field(default_factory=EngineLoad)
     in_flight: int = 0
     queued_prefill_tokens: int = 0
+    slow_since: float = 0.0  # monotonic time of the first unanswered (timed-out) poll in a row
 
     @property
     def worker_id(self) -> str:
@@ -73,12 +77,15 @@ class PoolMonitor:
     """Background health/load polling and event subscriptions for one pool. ``stop`` cancels all."""
 
     def __init__(self, pool: WorkerPool, interval_s: float, on_events: EventSink | None = None,
-                 on_worker_down: Callable[[str], None] | None = None, fail_threshold: int = 3) -> None:
+                 on_worker_down: Callable[[str], None] | None = None, fail_threshold: int = 3,
+                 poll_timeout_s: float = 5.0, slow_down_s: float = 30.0) -> None:
         self._pool = pool
         self._interval = interval_s
         self._on_events = on_events
         self._on_down = on_worker_down
         self._threshold = fail_threshold
+        self._poll_timeout = poll_timeout_s
+        self._slow_down_s = slow_down_s
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -89,16 +96,21 @@ class PoolMonitor:
 
     async def _poll_one(self, handle: WorkerHandle) -> None:
         try:
-            report = await handle.client.load(timeout_s=max(1.0, self._interval * 4))
-        except WorkerError:
-            handle.failures += 1
-            if handle.healthy and handle.failures >= self._threshold:
+            report = await handle.client.load(timeout_s=self._poll_timeout)
+        except WorkerError as exc:
+            # Unreachable (refused, reset): down after ``fail_threshold`` polls. Merely slow (a starved
+            # host, a long engine step): only after ``slow_down_s`` of unanswered polls.
+            handle.failures += 1 if not exc.timed_out else 0
+            handle.slow_since = handle.slow_since or (time.monotonic() if exc.timed_out else 0.0)
+            slow_too_long = handle.slow_since and time.monotonic() - handle.slow_since >= self._slow_down_s
+            if handle.healthy and (handle.failures >= self._threshold or slow_too_long):
                 handle.healthy = False
                 log.warning("worker %s marked unhealthy", handle.worker_id)
                 if self._on_down is not None:
                     self._on_down(handle.worker_id)
             return
         handle.failures = 0
+        handle.slow_since = 0.0
         if not handle.healthy:
             log.info("worker %s healthy again", handle.worker_id)
         handle.healthy = True
