@@ -42,3 +42,11 @@ def reference_server(tiny_model: Path) -> Iterator[Server]:
         yield server
     finally:
         server.stop()
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the Ray-job test first: it starts its own cluster with two SmolLM2 workers, and Ray's memory
+    monitor kills actors when the host passes 95% memory, which the session's shared engines (tiny
+    pd_server + reference vLLM) would push it towards if they were already up."""
+    first = [item for item in items if "test_ray_job_default_model" in item.nodeid]
+    items[:] = first + [item for item in items if item not in first]
