@@ -8,6 +8,7 @@ import time
 import httpx
 import pytest
 
+from tests.e2e.proctree import cpu_seconds, worker_processes
 from tests.e2e.promtext import sample
 from tests.e2e.servers import Server
 
@@ -74,6 +75,7 @@ def _decode_running(url: str) -> float:
 
 def test_client_disconnect_aborts_on_decode_worker(pd_server: Server) -> None:
     aborts_before = sample(pd_server.url, "pdserve_aborts_total", role="decode")
+    decode_procs = worker_processes(pd_server.proc.pid, "decode-0")
     body = {"model": "tiny-llama", "prompt": "tell me a long story", "max_tokens": 1500, "temperature": 0,
             "ignore_eos": True, "stream": True}
     with httpx.stream("POST", f"{pd_server.url}/v1/completions", json=body, timeout=60) as reply:
@@ -84,7 +86,8 @@ def test_client_disconnect_aborts_on_decode_worker(pd_server: Server) -> None:
                 seen += 1
             if seen >= 3:
                 break
-    # Closing the stream must abort the request on the decode worker well before 1,500 tokens.
+    # Closing the stream must abort the request on the decode worker well before 1,500 tokens, and
+    # the worker's load must say so although vLLM publishes no statistics once it has nothing to step.
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if sample(pd_server.url, "pdserve_aborts_total", role="decode") > aborts_before and \
@@ -93,3 +96,15 @@ def test_client_disconnect_aborts_on_decode_worker(pd_server: Server) -> None:
         time.sleep(0.5)
     assert sample(pd_server.url, "pdserve_aborts_total", role="decode") > aborts_before
     assert _decode_running(pd_server.url) == 0
+    assert sample(pd_server.url, "pdserve_worker_load", worker="decode-0", figure="kv_usage") == 0
+    # And the engine really stopped: decoding 1,500 tokens keeps a core busy for half a minute; an idle
+    # worker (gRPC server, NIXL progress thread with its 1 ms sleep, load polls) uses a few percent of
+    # one. Within 15 s of the disconnect, two seconds in a row must look idle.
+    quiet, windows = 0, []
+    deadline = time.monotonic() + 15
+    while quiet < 2 and time.monotonic() < deadline:
+        before = cpu_seconds(decode_procs)
+        time.sleep(1.0)
+        windows.append(round(cpu_seconds(decode_procs) - before, 2))
+        quiet = quiet + 1 if windows[-1] < 0.2 else 0
+    assert quiet == 2, f"decode worker CPU-s per second after the abort: {windows} (still decoding?)"

@@ -27,7 +27,7 @@ class SchedulerStats:
 
 
 def test_fresh_tracker_is_idle() -> None:
-    assert LoadTracker().snapshot() == EngineLoad()
+    assert LoadTracker().snapshot(live_requests=0, holds_handoffs=False) == EngineLoad()
 
 
 def test_gauges_are_latest_and_prefix_counters_accumulate() -> None:
@@ -35,7 +35,7 @@ def test_gauges_are_latest_and_prefix_counters_accumulate() -> None:
     t.record_scheduler(SchedulerStats(3, 1, 0.5, PrefixCacheStats(queries=64, hits=32)))
     t.record_scheduler(SchedulerStats(1, 0, 0.25, PrefixCacheStats(queries=16, hits=0)))
     t.record_scheduler(SchedulerStats(2, 4, 0.75, None))
-    snap = t.snapshot()
+    snap = t.snapshot(live_requests=8, holds_handoffs=False)
     assert (snap.running, snap.waiting, snap.kv_usage) == (2, 4, 0.75)
     assert (snap.prefix_cache_queries, snap.prefix_cache_hits) == (80, 32)
 
@@ -49,7 +49,7 @@ def test_connector_stats_keyed_by_connector_name() -> None:
     t.record_scheduler(SchedulerStats(kv_connector_stats={"NixlConnector": NIXL}))
     t.record_scheduler(SchedulerStats(kv_connector_stats={"NixlConnector": {"transfer_duration": [1.0],
                                                                              "bytes_transferred": [76]}}))
-    snap = t.snapshot()
+    snap = t.snapshot(live_requests=8, holds_handoffs=False)
     assert (snap.kv_pulls, snap.kv_pull_seconds, snap.kv_bytes_pulled) == (3, 1.75, 1100)
     assert (t.failed_transfers, t.expired_leases) == (0, 1)
 
@@ -70,11 +70,35 @@ def test_empty_connector_stats_change_nothing() -> None:
     empty: list[Any] = [{}, None, {"NixlConnector": {}}, {"other": "not a dict"}]
     for stats in empty:
         t.record_scheduler(SchedulerStats(kv_connector_stats=stats))
-    assert t.snapshot() == EngineLoad()
+    assert t.snapshot(live_requests=8, holds_handoffs=False) == EngineLoad()
 
 
 def test_blocks_pulled_are_counted_by_the_adapter() -> None:
     t = LoadTracker()
     t.add_blocks_pulled(5)
     t.add_blocks_pulled(2)
-    assert t.snapshot().kv_blocks_pulled == 7
+    assert t.snapshot(live_requests=8, holds_handoffs=False).kv_blocks_pulled == 7
+
+
+def test_an_idle_engine_reports_no_load_although_its_last_report_was_busy() -> None:
+    # vLLM does not step (so does not report) once its last request is aborted: the last report
+    # still says one request runs and a quarter of the cache is in use.
+    t = LoadTracker()
+    t.record_scheduler(SchedulerStats(1, 0, 0.25))
+    snap = t.snapshot(live_requests=0, holds_handoffs=False)
+    assert (snap.running, snap.waiting, snap.kv_usage) == (0, 0, 0.0)
+
+
+def test_running_and_waiting_never_exceed_the_live_requests() -> None:
+    t = LoadTracker()
+    t.record_scheduler(SchedulerStats(3, 4, 0.5))
+    snap = t.snapshot(live_requests=5, holds_handoffs=False)
+    assert (snap.running, snap.waiting, snap.kv_usage) == (3, 2, 0.5)
+    assert t.snapshot(live_requests=2, holds_handoffs=False).running == 2
+
+
+def test_blocks_held_for_a_handoff_keep_their_usage_while_no_request_is_live() -> None:
+    t = LoadTracker()
+    t.record_scheduler(SchedulerStats(0, 0, 0.4))
+    snap = t.snapshot(live_requests=0, holds_handoffs=True)
+    assert (snap.running, snap.kv_usage) == (0, 0.4)

@@ -46,6 +46,8 @@ class VllmEngine:
         self._args = dict(spec.args)
         self._llm: Any = None
         self._tracker = LoadTracker()
+        self._live: set[str] = set()  # request ids submitted and not yet finished or aborted
+        self._held_until = 0.0  # wall-clock end of the latest lease on handed-off blocks
         self._subscriber: KvEventSubscriber | None = None
         self._info: EngineInfo | None = None
         self._lease_s = float(self._args.get("kv_lease_s", 30))  # type: ignore[arg-type]
@@ -143,6 +145,7 @@ class VllmEngine:
             self._tracker.add_blocks_pulled(request.handoff.num_blocks)
         finished = False
         first_token = -1
+        self._live.add(request.request_id)
         try:
             async for out in self._llm.generate(prompt, params, request.request_id):
                 completion = out.outputs[0]
@@ -159,6 +162,7 @@ class VllmEngine:
                         prompt_tokens=len(request.prompt_token_ids),
                         lease_deadline=time.time() + self._lease_s,
                     )
+                    self._held_until = max(self._held_until, handoff.lease_deadline)
                 finished = bool(out.finished)
                 yield TokenDelta(
                     token_ids=tokens,
@@ -168,17 +172,22 @@ class VllmEngine:
                     handoff=handoff,
                 )
         finally:
-            if not finished:
-                # The consumer went away (client disconnect, timeout): free the engine's work now.
-                with contextlib.suppress(Exception):
-                    await self._llm.abort(request.request_id)
+            try:
+                if not finished:
+                    # The consumer went away (client disconnect, timeout): free the engine's work now,
+                    # even if the task closing this generator is itself being cancelled.
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(self._llm.abort(request.request_id))
+            finally:
+                self._live.discard(request.request_id)
 
     async def abort(self, request_id: str) -> None:
         if self._llm is not None:
             await self._llm.abort(request_id)
 
     def load(self) -> EngineLoad:
-        return self._tracker.snapshot()
+        held = time.time() < self._held_until
+        return self._tracker.snapshot(live_requests=len(self._live), holds_handoffs=held)
 
     async def kv_events(self) -> AsyncIterator[KvEventBatch]:
         if self._subscriber is None:

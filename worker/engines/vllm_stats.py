@@ -4,6 +4,13 @@ vLLM calls ``record`` from its output loop with ``SchedulerStats`` (running/wait
 cache counters, connector stats). ``LoadTracker`` keeps the latest snapshot plus running totals of
 the NIXL connector's transfer figures; the adapter reads it with ``snapshot()``. Single-threaded use
 from the engine's event loop; no locking.
+
+vLLM publishes scheduler statistics only from engine steps, and an engine with no request left does
+not step: after the last request is aborted, the last report still counts it as running (and its
+blocks as used) for as long as the engine stays idle. ``snapshot`` therefore takes what the adapter
+knows for certain (how many requests it has live in the engine, whether any handed-off blocks may
+still be held) and never reports more running/waiting requests than are live, nor KV usage from a
+report older than the engine's last request.
 """
 
 from __future__ import annotations
@@ -60,11 +67,18 @@ class LoadTracker:
     def add_blocks_pulled(self, blocks: int) -> None:
         self.blocks_pulled += blocks
 
-    def snapshot(self) -> EngineLoad:
+    def snapshot(self, live_requests: int, holds_handoffs: bool) -> EngineLoad:
+        """The load as of now. ``live_requests``: requests submitted to the engine and neither
+        finished nor aborted; ``holds_handoffs``: a prefill handoff's blocks may still be held under
+        its lease. With no live request and no held handoff the engine is idle: nothing runs or
+        waits and no block is in use (cached blocks are free in vLLM's usage figure)."""
+        running = min(self.running, live_requests)
+        waiting = min(self.waiting, live_requests - running)
+        idle = live_requests == 0 and not holds_handoffs
         return EngineLoad(
-            running=self.running,
-            waiting=self.waiting,
-            kv_usage=self.kv_usage,
+            running=running,
+            waiting=waiting,
+            kv_usage=0.0 if idle else self.kv_usage,
             prefix_cache_queries=self.prefix_queries,
             prefix_cache_hits=self.prefix_hits,
             kv_blocks_pulled=self.blocks_pulled,

@@ -1,0 +1,68 @@
+"""Read the process tree of a server the tests started, from /proc (Linux; tests only).
+
+Used to find one pdserve worker's processes (the ``python -m worker`` process whose launch spec names
+the worker, and its vLLM engine-core children) and to measure the CPU time they burn, which tells a
+request that really stopped from one that is still being decoded.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    task_dir = Path(f"/proc/{pid}/task")
+    try:
+        tasks = list(task_dir.iterdir())
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (not ``pid`` itself), parents before children."""
+    out: list[int] = []
+    frontier = [pid]
+    while frontier:
+        kids = [c for p in frontier for c in _children(p)]
+        out += kids
+        frontier = kids
+    return out
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def worker_processes(root_pid: int, worker_id: str) -> list[int]:
+    """The worker process hosting ``worker_id`` below ``root_pid`` and all of its descendants."""
+    marker = re.compile(r'"worker_id":\s*"' + re.escape(worker_id) + '"')
+    hosts = [p for p in descendants(root_pid) if " -m worker " in cmdline(p) and marker.search(cmdline(p))]
+    if not hosts:
+        raise LookupError(f"no worker process for {worker_id} below pid {root_pid}")
+    return [pid for host in hosts for pid in [host, *descendants(host)]]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of ``pids`` (all their threads), in seconds; vanished pids count 0."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / _CLOCK_TICKS
