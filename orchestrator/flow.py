@@ -3,8 +3,10 @@
 ``place`` hashes the prompt once, decides remote or local prefill, picks a prefill worker (retrying
 once on another worker when one fails), runs the Prefill RPC and picks a decode worker priced by the
 KV transfer. ``stream`` runs the Generate stream on the decode worker with first-token and
-inter-token timeouts. ``abort`` aborts the request on every worker the placement touched. Metrics are
-recorded here; the HTTP layer owns text, chat templates and SSE.
+inter-token timeouts. Cancelling ``place`` aborts the prefill on its worker; closing ``stream`` before
+the finished chunk aborts the decode. Routing, latency and handoff metrics are recorded here; request
+outcomes by the front end's facade (``orchestrator.frontend``). The HTTP layer owns text, chat templates
+and SSE. Failures raise ``NoHealthyWorker`` or ``WorkerError`` (``orchestrator.errors``).
 """
 
 from __future__ import annotations
@@ -13,24 +15,19 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from orchestrator.config import ServerConfig
+from orchestrator.errors import NoHealthyWorker, WorkerError
 from orchestrator.metrics import Metrics
-from orchestrator.pools.client import Chunk, WorkerError
 from orchestrator.pools.pool import WorkerHandle, WorkerPool
 from orchestrator.scheduler.decision import NoEligibleWorker
 from orchestrator.scheduler.request import RouteRequest, WorkerState
 from orchestrator.scheduler.router import Router
-from protocol.types import SamplingSpec
-from transfer.handoff import KVHandoff
+from protocol.types import GenerateCall, KVHandoff, PrefillCall, SamplingSpec, TokenChunk
 
 log = logging.getLogger(__name__)
-
-
-class NoHealthyWorker(RuntimeError):
-    """A pool has no worker that can take the request (HTTP 503)."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +131,8 @@ class RequestFlow:
     async def _prefill_with_retry(self, req: FlowRequest, route: RouteRequest,
                                   match: dict[str, int]) -> tuple[KVHandoff, str, str, int]:
         assert self._prefill is not None
+        call = PrefillCall(request_id=f"{req.request_id}-p", prompt_token_ids=req.prompt, sampling=req.sampling,
+                           cache_salt=req.cache_salt)
         tried: set[str] = set()
         last_error: WorkerError | None = None
         for _attempt in range(2):
@@ -148,8 +147,7 @@ class RequestFlow:
             handle.queued_prefill_tokens += route.uncached_tokens(decision.matched_blocks)
             t0 = time.perf_counter()
             try:
-                handoff = await handle.client.prefill(f"{req.request_id}-p", req.prompt, req.sampling,
-                                                      req.cache_salt, self._server.prefill_timeout_s)
+                handoff = await handle.client.prefill(call, self._server.prefill_timeout_s)
                 self._metrics.prefill.observe(time.perf_counter() - t0)
                 return handoff, decision.worker_id, decision.reason, decision.matched_blocks
             except WorkerError as exc:
@@ -159,7 +157,7 @@ class RequestFlow:
                 if not exc.retryable:
                     raise
             except asyncio.CancelledError:
-                await self._abort_on(handle, f"{req.request_id}-p", "prefill")
+                await self._abort_on(handle, call.request_id, "prefill")
                 raise
             finally:
                 handle.in_flight -= 1
@@ -168,11 +166,13 @@ class RequestFlow:
             raise last_error
         raise NoHealthyWorker("no healthy prefill worker")
 
-    async def stream(self, req: FlowRequest, placement: Placement) -> AsyncIterator[Chunk]:
+    async def stream(self, req: FlowRequest, placement: Placement) -> AsyncGenerator[TokenChunk, None]:
         """Decode chunks; records TTFT/ITL/TPOT/E2E and handoff figures. Closing early aborts."""
         handle = self._decode.get(placement.decode_worker)
         handle.in_flight += 1
         handoff = placement.handoff
+        call = GenerateCall(request_id=f"{req.request_id}-d", prompt_token_ids=req.prompt, sampling=req.sampling,
+                            cache_salt=req.cache_salt, handoff=handoff)
         first_at: float | None = None
         last_at = placement.started
         handoff_at = time.perf_counter()
@@ -180,8 +180,7 @@ class RequestFlow:
         finished = False
         try:
             async for chunk in handle.client.generate(
-                f"{req.request_id}-d", req.prompt, req.sampling, handoff, req.cache_salt,
-                self._server.first_token_timeout_s, self._server.inter_token_timeout_s,
+                call, self._server.first_token_timeout_s, self._server.inter_token_timeout_s,
             ):
                 now = time.perf_counter()
                 if chunk.token_ids:
@@ -208,7 +207,7 @@ class RequestFlow:
             self._metrics.tokens.labels("generated").inc(out_tokens)
             self._metrics.tokens.labels("prompt").inc(len(req.prompt))
             if not finished:
-                await self._abort_on(handle, f"{req.request_id}-d", "decode")
+                await self._abort_on(handle, call.request_id, "decode")
                 if handoff is not None and first_at is None:
                     self._metrics.abandoned_leases.inc()
 
@@ -224,8 +223,3 @@ class RequestFlow:
         self._metrics.aborts.labels(role).inc()
         with contextlib.suppress(Exception):
             await asyncio.shield(handle.client.abort(request_id))
-
-    def cancel_placement(self, placement: Placement) -> None:
-        """The request ended before decode started: its handoff's blocks wait for the lease to expire."""
-        if placement.handoff is not None:
-            self._metrics.abandoned_leases.inc()

@@ -12,6 +12,7 @@ from orchestrator.flow import RequestFlow
 from orchestrator.launch.process import WorkerEndpoint
 from orchestrator.metrics import Metrics
 from orchestrator.pools.client import WorkerClient
+from orchestrator.pools.compat import check_compatible
 from orchestrator.pools.pool import PoolMonitor, WorkerHandle, WorkerPool
 from orchestrator.scheduler.approx_index import ApproxPrefixIndex
 from orchestrator.scheduler.links import LinkTable
@@ -41,7 +42,7 @@ class Service:
         self.decode = decode
         self.facts = facts
         self.metrics = metrics
-        links = LinkTable(cross_host_bytes_per_s=config.transfer.link_bandwidth_gbps * 1e9 / 8)
+        links = LinkTable(cross_host_bytes_per_s=config.transfer.link_bandwidth_bytes_per_s)
         env = PluginEnv(seed=config.prefill.routing.seed, links=links)
         self.index: PrefixIndex | ApproxPrefixIndex
         if config.index.mode == "events":
@@ -66,7 +67,7 @@ class Service:
         handles: dict[str, list[WorkerHandle]] = {"prefill": [], "decode": [], "both": []}
         for endpoint in endpoints:
             client = WorkerClient(endpoint.worker_id, endpoint.address)
-            description = await client.info(timeout_s=30)
+            description = check_compatible(await client.info(timeout_s=30))
             handles[endpoint.role].append(WorkerHandle(client=client, description=description))
         everyone = [h for group in handles.values() for h in group]
         block_sizes = {h.description.engine.block_size for h in everyone}

@@ -1,44 +1,33 @@
-"""What a prefill worker does with its engine: one token, blocks kept, a typed handoff returned."""
+"""What a prefill worker does with its engine: one token, blocks kept, a typed handoff returned.
+Registers the ``prefill`` role (``worker.roles``) when imported."""
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-from protocol.types import SamplingSpec
-from transfer.handoff import KVHandoff
+from protocol.types import KVHandoff, PrefillCall
 from worker.engine import EngineAdapter, EngineRequest
+from worker.roles import DutyFailed, Role, register_role
 
 
-class PrefillFailed(RuntimeError):
+class PrefillFailed(DutyFailed):
     """The engine finished the prompt without holding its blocks for a remote decode."""
 
 
-@dataclass(frozen=True)
-class PrefillResult:
-    handoff: KVHandoff
-    seconds: float
-
-
-async def run_prefill(
-    engine: EngineAdapter,
-    request_id: str,
-    prompt_token_ids: tuple[int, ...],
-    sampling: SamplingSpec,
-    cache_salt: str | None = None,
-) -> PrefillResult:
-    """Run ``prompt_token_ids`` with ``max_tokens=1`` and ``remote_decode``; return the handoff.
+async def run_prefill(engine: EngineAdapter, call: PrefillCall) -> KVHandoff:
+    """Run the call's prompt with ``max_tokens=1`` and ``remote_decode``; return the handoff.
 
     The engine keeps the prompt's KV blocks until a decode worker pulls them or the lease expires.
-    Raises ``PrefillFailed`` if the engine returned no handoff (e.g. the request was aborted).
+    The handoff's ``first_token`` is the sampled token (filled in here if the engine left it unset).
+    Raises ``PrefillFailed`` if the engine returned no handoff (e.g. the request was aborted) and
+    ``ValueError`` if the engine rejected the request.
     """
-    started = time.perf_counter()
     request = EngineRequest(
-        request_id=request_id,
-        prompt_token_ids=prompt_token_ids,
-        sampling=replace(sampling, max_tokens=1),
+        request_id=call.request_id,
+        prompt_token_ids=call.prompt_token_ids,
+        sampling=replace(call.sampling, max_tokens=1),
         remote_decode=True,
-        cache_salt=cache_salt,
+        cache_salt=call.cache_salt,
     )
     handoff: KVHandoff | None = None
     first_token = -1
@@ -50,7 +39,10 @@ async def run_prefill(
             handoff = delta.handoff
             reason = delta.finish_reason
     if handoff is None:
-        raise PrefillFailed(f"prefill of {request_id} returned no KV handoff (finish reason {reason})")
+        raise PrefillFailed(f"prefill of {call.request_id} returned no KV handoff (finish reason {reason})")
     if handoff.first_token < 0 and first_token >= 0:
         handoff = replace(handoff, first_token=first_token)
-    return PrefillResult(handoff=handoff, seconds=time.perf_counter() - started)
+    return handoff
+
+
+ROLE = register_role(Role("prefill", prefill=run_prefill))

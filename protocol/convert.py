@@ -1,12 +1,12 @@
-"""Conversion between ``protocol.types``/``transfer.handoff`` dataclasses and protobuf messages.
+"""Conversion between ``protocol.types`` dataclasses and protobuf messages, both directions.
 
-This is the only module that touches ``worker_pb2`` message fields; everything else in pdserve works
-with frozen dataclasses. Every function returns a new object and mutates nothing.
+This is the only module that touches ``worker_pb2`` messages: the orchestrator's client and the
+worker's gRPC service build and read every message through these functions, and everything else in
+pdserve works with frozen dataclasses. Every function returns a new object and mutates nothing.
+proto3 strings have no "unset": an empty ``cache_salt`` or ``finish_reason`` reads back as None.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 from protocol import worker_pb2 as pb
 from protocol.types import (
@@ -15,33 +15,98 @@ from protocol.types import (
     BlockStored,
     EngineInfo,
     EngineLoad,
+    GenerateCall,
     KvEvent,
     KvEventBatch,
+    KVHandoff,
+    PrefillCall,
     SamplingSpec,
+    TokenChunk,
+    WorkerDescription,
+    WorkerLoad,
 )
-from transfer.handoff import KVHandoff
 
 _U64 = (1 << 64) - 1
 
 
-@dataclass(frozen=True)
-class WorkerDescription:
-    """What a worker says about itself (``GetInfo``)."""
+# -- requests without fields ---------------------------------------------------------------------------
 
-    worker_id: str
-    role: str
-    host: str
-    engine_kind: str
-    engine: EngineInfo
+def info_request_pb() -> pb.InfoRequest:
+    return pb.InfoRequest()
 
 
-@dataclass(frozen=True)
-class WorkerLoad:
-    """The engine's load plus the worker's own count of requests in flight."""
+def load_request_pb() -> pb.LoadRequest:
+    return pb.LoadRequest()
 
-    engine: EngineLoad
-    in_flight: int
 
+def events_request_pb() -> pb.EventsRequest:
+    return pb.EventsRequest()
+
+
+# -- Prefill / Generate / Abort ------------------------------------------------------------------------
+
+def prefill_call_to_pb(call: PrefillCall) -> pb.PrefillRequest:
+    return pb.PrefillRequest(request_id=call.request_id, prompt_token_ids=list(call.prompt_token_ids),
+                             sampling=sampling_to_pb(call.sampling), cache_salt=call.cache_salt or "")
+
+
+def prefill_call_from_pb(msg: pb.PrefillRequest) -> PrefillCall:
+    return PrefillCall(request_id=msg.request_id, prompt_token_ids=tuple(msg.prompt_token_ids),
+                       sampling=sampling_from_pb(msg.sampling), cache_salt=msg.cache_salt or None)
+
+
+def prefill_response_to_pb(handoff: KVHandoff) -> pb.PrefillResponse:
+    return pb.PrefillResponse(handoff=handoff_to_pb(handoff))
+
+
+def prefill_response_from_pb(msg: pb.PrefillResponse) -> KVHandoff:
+    return handoff_from_pb(msg.handoff)
+
+
+def generate_call_to_pb(call: GenerateCall) -> pb.GenerateRequest:
+    msg = pb.GenerateRequest(request_id=call.request_id, prompt_token_ids=list(call.prompt_token_ids),
+                             sampling=sampling_to_pb(call.sampling), cache_salt=call.cache_salt or "")
+    if call.handoff is not None:
+        msg.handoff.CopyFrom(handoff_to_pb(call.handoff))
+    return msg
+
+
+def generate_call_from_pb(msg: pb.GenerateRequest) -> GenerateCall:
+    return GenerateCall(
+        request_id=msg.request_id, prompt_token_ids=tuple(msg.prompt_token_ids),
+        sampling=sampling_from_pb(msg.sampling), cache_salt=msg.cache_salt or None,
+        handoff=handoff_from_pb(msg.handoff) if msg.HasField("handoff") else None,
+    )
+
+
+def token_chunk_to_pb(chunk: TokenChunk) -> pb.GenerateChunk:
+    """Only ``TokenChunk``'s fields cross; a subclass's extra fields (the engine's handoff) stay behind."""
+    return pb.GenerateChunk(token_ids=list(chunk.token_ids), finished=chunk.finished,
+                            finish_reason=chunk.finish_reason or "", num_cached_tokens=chunk.num_cached_tokens)
+
+
+def token_chunk_from_pb(msg: pb.GenerateChunk) -> TokenChunk:
+    return TokenChunk(token_ids=tuple(msg.token_ids), finished=msg.finished,
+                      finish_reason=msg.finish_reason or None, num_cached_tokens=msg.num_cached_tokens)
+
+
+def abort_request_to_pb(request_id: str) -> pb.AbortRequest:
+    return pb.AbortRequest(request_id=request_id)
+
+
+def abort_request_from_pb(msg: pb.AbortRequest) -> str:
+    return msg.request_id
+
+
+def abort_response_to_pb(was_running: bool) -> pb.AbortResponse:
+    return pb.AbortResponse(was_running=was_running)
+
+
+def abort_response_from_pb(msg: pb.AbortResponse) -> bool:
+    return bool(msg.was_running)
+
+
+# -- records -------------------------------------------------------------------------------------------
 
 def sampling_to_pb(spec: SamplingSpec) -> pb.Sampling:
     msg = pb.Sampling(
@@ -124,7 +189,7 @@ def info_to_pb(desc: WorkerDescription) -> pb.WorkerInfo:
     return pb.WorkerInfo(
         worker_id=desc.worker_id, role=desc.role, host=desc.host, engine_kind=desc.engine_kind,
         engine_id=e.engine_id, model=e.model, block_size=e.block_size, num_blocks=e.num_blocks,
-        max_model_len=e.max_model_len, kv_bytes_per_token=e.kv_bytes_per_token,
+        max_model_len=e.max_model_len, kv_bytes_per_token=e.kv_bytes_per_token, wire_version=desc.wire_version,
     )
 
 
@@ -134,9 +199,12 @@ def info_from_pb(msg: pb.WorkerInfo) -> WorkerDescription:
         max_model_len=msg.max_model_len, kv_bytes_per_token=msg.kv_bytes_per_token,
     )
     return WorkerDescription(
-        worker_id=msg.worker_id, role=msg.role, host=msg.host, engine_kind=msg.engine_kind, engine=engine
+        worker_id=msg.worker_id, role=msg.role, host=msg.host, engine_kind=msg.engine_kind, engine=engine,
+        wire_version=msg.wire_version,
     )
 
+
+# -- KV events -----------------------------------------------------------------------------------------
 
 def _event_to_pb(event: KvEvent) -> pb.KvEvent:
     if isinstance(event, BlockStored):

@@ -1,9 +1,19 @@
 """Typed messages that cross the orchestrator/worker boundary (converted to and from protobuf in
-``protocol.convert``). Frozen dataclasses; never ``dict[str, Any]``."""
+``protocol.convert``). Frozen dataclasses; never ``dict[str, Any]``. Imports nothing else from the repo.
+
+One message per RPC direction: ``PrefillCall`` -> ``KVHandoff`` (Prefill), ``GenerateCall`` -> a stream
+of ``TokenChunk`` (Generate), ``WorkerDescription`` (GetInfo), ``WorkerLoad`` (GetLoad), ``KvEventBatch``
+(StreamKvEvents). ``WIRE_VERSION`` names this set; the orchestrator refuses a worker speaking another.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+WIRE_VERSION = 2
+"""Version of the orchestrator/worker messages. Bump it whenever a field changes meaning, appears or goes
+away in ``worker.proto``; a worker reporting another version is refused at registration. (1 was the
+unversioned protocol: workers that predate the field report 0.)"""
 
 
 @dataclass(frozen=True)
@@ -81,3 +91,104 @@ class KvEventBatch:
     seq: int
     timestamp: float
     events: tuple[KvEvent, ...]
+
+
+@dataclass(frozen=True)
+class KVHandoff:
+    """Where a prompt's KV blocks live on the prefill side, and how much of the prompt they cover.
+
+    vLLM's ``kv_transfer_params`` as a wire record (translated to and from vLLM's dict only in
+    ``transfer.handoff``). ``engine_id``/``host``/``port`` name the prefill engine's NIXL side channel;
+    ``block_ids`` are the prefill engine's block ids holding the prompt's KV, one tuple per KV-cache
+    group (vLLM's layout); ``request_id`` is the prefill engine's id for the request; ``tp_size`` its
+    tensor-parallel size. ``first_token`` is the token the prefill sampled (-1: unknown);
+    ``num_cached_tokens`` how many prompt tokens were already in the prefill worker's prefix cache;
+    ``prompt_tokens`` the prompt length. ``lease_deadline`` is the wall-clock time (seconds since the
+    epoch) after which the prefill worker frees the blocks. ``extra`` keeps connector fields pdserve does
+    not interpret, as (key, JSON text) pairs sorted by key, so a newer vLLM adding a field round-trips
+    unchanged.
+    """
+
+    engine_id: str
+    block_ids: tuple[tuple[int, ...], ...]
+    host: str
+    port: int
+    tp_size: int = 1
+    request_id: str = ""
+    first_token: int = -1
+    num_cached_tokens: int = 0
+    prompt_tokens: int = 0
+    lease_deadline: float = 0.0
+    extra: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+    @property
+    def num_blocks(self) -> int:
+        """Blocks held for the prompt, over all KV-cache groups."""
+        return sum(len(group) for group in self.block_ids)
+
+
+@dataclass(frozen=True)
+class PrefillCall:
+    """Prefill RPC request: run ``prompt_token_ids`` for a remote decode and keep its KV blocks.
+
+    The worker generates one token (whatever ``sampling.max_tokens`` says) and answers with the
+    ``KVHandoff`` of the held blocks. ``request_id`` is the worker-side id (unique per call; ``Abort``
+    names it). ``cache_salt`` isolates tenants in the prefix cache; None (sent as "") means no salt.
+    """
+
+    request_id: str
+    prompt_token_ids: tuple[int, ...]
+    sampling: SamplingSpec
+    cache_salt: str | None = None
+
+
+@dataclass(frozen=True)
+class GenerateCall:
+    """Generate RPC request: decode ``prompt_token_ids``, streaming ``TokenChunk``s.
+
+    With a ``handoff`` the worker pulls the prompt's KV from that prefill worker; without one it prefills
+    locally (short prompt, saturated prefill pool, colocated worker). Other fields as in ``PrefillCall``.
+    """
+
+    request_id: str
+    prompt_token_ids: tuple[int, ...]
+    sampling: SamplingSpec
+    cache_salt: str | None = None
+    handoff: KVHandoff | None = None
+
+
+@dataclass(frozen=True)
+class TokenChunk:
+    """New tokens of one request since its previous chunk (one Generate stream message).
+
+    ``num_cached_tokens`` (prompt tokens served from the prefix cache or pulled from a remote prefill) is
+    set on every chunk once known. ``finish_reason`` is ``"stop"``, ``"length"`` or ``"abort"`` on the last
+    chunk (``finished``) and None before. A stream that ends without a finished chunk failed.
+    """
+
+    token_ids: tuple[int, ...]
+    finished: bool = False
+    finish_reason: str | None = None
+    num_cached_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class WorkerDescription:
+    """What a worker says about itself (GetInfo). ``role`` is a registered role name (``prefill``,
+    ``decode``, ``both``); ``wire_version`` the ``WIRE_VERSION`` the worker was built with."""
+
+    worker_id: str
+    role: str
+    host: str
+    engine_kind: str
+    engine: EngineInfo
+    wire_version: int = WIRE_VERSION
+
+
+@dataclass(frozen=True)
+class WorkerLoad:
+    """A worker's load (GetLoad): its engine's figures plus the worker's own count of requests in flight
+    (Prefill and Generate calls it is serving)."""
+
+    engine: EngineLoad
+    in_flight: int

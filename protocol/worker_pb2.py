@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15protocol/worker.proto\x12\x11pdserve.worker.v1\"\x8a\x01\n\x08Sampling\x12\x12\n\nmax_tokens\x18\x01 \x01(\x05\x12\x13\n\x0btemperature\x18\x02 \x01(\x02\x12\r\n\x05top_p\x18\x03 \x01(\x02\x12\x11\n\x04seed\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x16\n\x0estop_token_ids\x18\x05 \x03(\x05\x12\x12\n\nignore_eos\x18\x06 \x01(\x08\x42\x07\n\x05_seed\"\x19\n\nBlockGroup\x12\x0b\n\x03ids\x18\x01 \x03(\x03\"\xd5\x02\n\x07Handoff\x12\x11\n\tengine_id\x18\x01 \x01(\t\x12\x33\n\x0c\x62lock_groups\x18\x02 \x03(\x0b\x32\x1d.pdserve.worker.v1.BlockGroup\x12\x0c\n\x04host\x18\x03 \x01(\t\x12\x0c\n\x04port\x18\x04 \x01(\x05\x12\x0f\n\x07tp_size\x18\x05 \x01(\x05\x12\x13\n\x0b\x66irst_token\x18\x06 \x01(\x05\x12\x19\n\x11num_cached_tokens\x18\x07 \x01(\x05\x12\x15\n\rprompt_tokens\x18\x08 \x01(\x05\x12\x16\n\x0elease_deadline\x18\t \x01(\x01\x12\x34\n\x05\x65xtra\x18\n \x03(\x0b\x32%.pdserve.worker.v1.Handoff.ExtraEntry\x12\x12\n\nrequest_id\x18\x0b \x01(\t\x1a,\n\nExtraEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x81\x01\n\x0ePrefillRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x18\n\x10prompt_token_ids\x18\x02 \x03(\x05\x12-\n\x08sampling\x18\x03 \x01(\x0b\x32\x1b.pdserve.worker.v1.Sampling\x12\x12\n\ncache_salt\x18\x04 \x01(\t\"W\n\x0fPrefillResponse\x12+\n\x07handoff\x18\x01 \x01(\x0b\x32\x1a.pdserve.worker.v1.Handoff\x12\x17\n\x0fprefill_seconds\x18\x02 \x01(\x01\"\xc0\x01\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x18\n\x10prompt_token_ids\x18\x02 \x03(\x05\x12-\n\x08sampling\x18\x03 \x01(\x0b\x32\x1b.pdserve.worker.v1.Sampling\x12\x30\n\x07handoff\x18\x04 \x01(\x0b\x32\x1a.pdserve.worker.v1.HandoffH\x00\x88\x01\x01\x12\x12\n\ncache_salt\x18\x05 \x01(\tB\n\n\x08_handoff\"f\n\rGenerateChunk\x12\x11\n\ttoken_ids\x18\x01 \x03(\x05\x12\x10\n\x08\x66inished\x18\x02 \x01(\x08\x12\x15\n\rfinish_reason\x18\x03 \x01(\t\x12\x19\n\x11num_cached_tokens\x18\x04 \x01(\x05\"\"\n\x0c\x41\x62ortRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"$\n\rAbortResponse\x12\x13\n\x0bwas_running\x18\x01 \x01(\x08\"\r\n\x0bLoadRequest\"\xea\x01\n\nLoadReport\x12\x0f\n\x07running\x18\x01 \x01(\x05\x12\x0f\n\x07waiting\x18\x02 \x01(\x05\x12\x10\n\x08kv_usage\x18\x03 \x01(\x01\x12\x1c\n\x14prefix_cache_queries\x18\x04 \x01(\x03\x12\x19\n\x11prefix_cache_hits\x18\x05 \x01(\x03\x12\x18\n\x10kv_blocks_pulled\x18\x06 \x01(\x03\x12\x17\n\x0fkv_bytes_pulled\x18\x07 \x01(\x03\x12\x17\n\x0fkv_pull_seconds\x18\x08 \x01(\x01\x12\x10\n\x08kv_pulls\x18\t \x01(\x03\x12\x11\n\tin_flight\x18\n \x01(\x05\"\r\n\x0bInfoRequest\"\xcd\x01\n\nWorkerInfo\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x11\n\tengine_id\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x12\n\nblock_size\x18\x05 \x01(\x05\x12\x12\n\nnum_blocks\x18\x06 \x01(\x05\x12\x15\n\rmax_model_len\x18\x07 \x01(\x05\x12\x1a\n\x12kv_bytes_per_token\x18\x08 \x01(\x03\x12\x0c\n\x04host\x18\t \x01(\t\x12\x13\n\x0b\x65ngine_kind\x18\n \x01(\t\"\x0f\n\rEventsRequest\"\xa8\x01\n\x0b\x42lockStored\x12\x14\n\x0c\x62lock_hashes\x18\x01 \x03(\x04\x12\x1e\n\x11parent_block_hash\x18\x02 \x01(\x04H\x00\x88\x01\x01\x12\x11\n\ttoken_ids\x18\x03 \x03(\x05\x12\x12\n\nblock_size\x18\x04 \x01(\x05\x12\x17\n\ncache_salt\x18\x05 \x01(\tH\x01\x88\x01\x01\x42\x14\n\x12_parent_block_hashB\r\n\x0b_cache_salt\"$\n\x0c\x42lockRemoved\x12\x14\n\x0c\x62lock_hashes\x18\x01 \x03(\x04\"\x12\n\x10\x41llBlocksCleared\"\xaf\x01\n\x07KvEvent\x12\x30\n\x06stored\x18\x01 \x01(\x0b\x32\x1e.pdserve.worker.v1.BlockStoredH\x00\x12\x32\n\x07removed\x18\x02 \x01(\x0b\x32\x1f.pdserve.worker.v1.BlockRemovedH\x00\x12\x36\n\x07\x63leared\x18\x03 \x01(\x0b\x32#.pdserve.worker.v1.AllBlocksClearedH\x00\x42\x06\n\x04kind\"Z\n\x0cKvEventBatch\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x11\n\ttimestamp\x18\x02 \x01(\x01\x12*\n\x06\x65vents\x18\x03 \x03(\x0b\x32\x1a.pdserve.worker.v1.KvEvent2\xe5\x03\n\x06Worker\x12P\n\x07Prefill\x12!.pdserve.worker.v1.PrefillRequest\x1a\".pdserve.worker.v1.PrefillResponse\x12R\n\x08Generate\x12\".pdserve.worker.v1.GenerateRequest\x1a .pdserve.worker.v1.GenerateChunk0\x01\x12J\n\x05\x41\x62ort\x12\x1f.pdserve.worker.v1.AbortRequest\x1a .pdserve.worker.v1.AbortResponse\x12H\n\x07GetLoad\x12\x1e.pdserve.worker.v1.LoadRequest\x1a\x1d.pdserve.worker.v1.LoadReport\x12H\n\x07GetInfo\x12\x1e.pdserve.worker.v1.InfoRequest\x1a\x1d.pdserve.worker.v1.WorkerInfo\x12U\n\x0eStreamKvEvents\x12 .pdserve.worker.v1.EventsRequest\x1a\x1f.pdserve.worker.v1.KvEventBatch0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15protocol/worker.proto\x12\x11pdserve.worker.v1\"\x8a\x01\n\x08Sampling\x12\x12\n\nmax_tokens\x18\x01 \x01(\x05\x12\x13\n\x0btemperature\x18\x02 \x01(\x02\x12\r\n\x05top_p\x18\x03 \x01(\x02\x12\x11\n\x04seed\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x16\n\x0estop_token_ids\x18\x05 \x03(\x05\x12\x12\n\nignore_eos\x18\x06 \x01(\x08\x42\x07\n\x05_seed\"\x19\n\nBlockGroup\x12\x0b\n\x03ids\x18\x01 \x03(\x03\"\xd5\x02\n\x07Handoff\x12\x11\n\tengine_id\x18\x01 \x01(\t\x12\x33\n\x0c\x62lock_groups\x18\x02 \x03(\x0b\x32\x1d.pdserve.worker.v1.BlockGroup\x12\x0c\n\x04host\x18\x03 \x01(\t\x12\x0c\n\x04port\x18\x04 \x01(\x05\x12\x0f\n\x07tp_size\x18\x05 \x01(\x05\x12\x13\n\x0b\x66irst_token\x18\x06 \x01(\x05\x12\x19\n\x11num_cached_tokens\x18\x07 \x01(\x05\x12\x15\n\rprompt_tokens\x18\x08 \x01(\x05\x12\x16\n\x0elease_deadline\x18\t \x01(\x01\x12\x34\n\x05\x65xtra\x18\n \x03(\x0b\x32%.pdserve.worker.v1.Handoff.ExtraEntry\x12\x12\n\nrequest_id\x18\x0b \x01(\t\x1a,\n\nExtraEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x81\x01\n\x0ePrefillRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x18\n\x10prompt_token_ids\x18\x02 \x03(\x05\x12-\n\x08sampling\x18\x03 \x01(\x0b\x32\x1b.pdserve.worker.v1.Sampling\x12\x12\n\ncache_salt\x18\x04 \x01(\t\"U\n\x0fPrefillResponse\x12+\n\x07handoff\x18\x01 \x01(\x0b\x32\x1a.pdserve.worker.v1.HandoffJ\x04\x08\x02\x10\x03R\x0fprefill_seconds\"\xc0\x01\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x18\n\x10prompt_token_ids\x18\x02 \x03(\x05\x12-\n\x08sampling\x18\x03 \x01(\x0b\x32\x1b.pdserve.worker.v1.Sampling\x12\x30\n\x07handoff\x18\x04 \x01(\x0b\x32\x1a.pdserve.worker.v1.HandoffH\x00\x88\x01\x01\x12\x12\n\ncache_salt\x18\x05 \x01(\tB\n\n\x08_handoff\"f\n\rGenerateChunk\x12\x11\n\ttoken_ids\x18\x01 \x03(\x05\x12\x10\n\x08\x66inished\x18\x02 \x01(\x08\x12\x15\n\rfinish_reason\x18\x03 \x01(\t\x12\x19\n\x11num_cached_tokens\x18\x04 \x01(\x05\"\"\n\x0c\x41\x62ortRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"$\n\rAbortResponse\x12\x13\n\x0bwas_running\x18\x01 \x01(\x08\"\r\n\x0bLoadRequest\"\xea\x01\n\nLoadReport\x12\x0f\n\x07running\x18\x01 \x01(\x05\x12\x0f\n\x07waiting\x18\x02 \x01(\x05\x12\x10\n\x08kv_usage\x18\x03 \x01(\x01\x12\x1c\n\x14prefix_cache_queries\x18\x04 \x01(\x03\x12\x19\n\x11prefix_cache_hits\x18\x05 \x01(\x03\x12\x18\n\x10kv_blocks_pulled\x18\x06 \x01(\x03\x12\x17\n\x0fkv_bytes_pulled\x18\x07 \x01(\x03\x12\x17\n\x0fkv_pull_seconds\x18\x08 \x01(\x01\x12\x10\n\x08kv_pulls\x18\t \x01(\x03\x12\x11\n\tin_flight\x18\n \x01(\x05\"\r\n\x0bInfoRequest\"\xe3\x01\n\nWorkerInfo\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x11\n\tengine_id\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x12\n\nblock_size\x18\x05 \x01(\x05\x12\x12\n\nnum_blocks\x18\x06 \x01(\x05\x12\x15\n\rmax_model_len\x18\x07 \x01(\x05\x12\x1a\n\x12kv_bytes_per_token\x18\x08 \x01(\x03\x12\x0c\n\x04host\x18\t \x01(\t\x12\x13\n\x0b\x65ngine_kind\x18\n \x01(\t\x12\x14\n\x0cwire_version\x18\x0b \x01(\r\"\x0f\n\rEventsRequest\"\xa8\x01\n\x0b\x42lockStored\x12\x14\n\x0c\x62lock_hashes\x18\x01 \x03(\x04\x12\x1e\n\x11parent_block_hash\x18\x02 \x01(\x04H\x00\x88\x01\x01\x12\x11\n\ttoken_ids\x18\x03 \x03(\x05\x12\x12\n\nblock_size\x18\x04 \x01(\x05\x12\x17\n\ncache_salt\x18\x05 \x01(\tH\x01\x88\x01\x01\x42\x14\n\x12_parent_block_hashB\r\n\x0b_cache_salt\"$\n\x0c\x42lockRemoved\x12\x14\n\x0c\x62lock_hashes\x18\x01 \x03(\x04\"\x12\n\x10\x41llBlocksCleared\"\xaf\x01\n\x07KvEvent\x12\x30\n\x06stored\x18\x01 \x01(\x0b\x32\x1e.pdserve.worker.v1.BlockStoredH\x00\x12\x32\n\x07removed\x18\x02 \x01(\x0b\x32\x1f.pdserve.worker.v1.BlockRemovedH\x00\x12\x36\n\x07\x63leared\x18\x03 \x01(\x0b\x32#.pdserve.worker.v1.AllBlocksClearedH\x00\x42\x06\n\x04kind\"Z\n\x0cKvEventBatch\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x11\n\ttimestamp\x18\x02 \x01(\x01\x12*\n\x06\x65vents\x18\x03 \x03(\x0b\x32\x1a.pdserve.worker.v1.KvEvent2\xe5\x03\n\x06Worker\x12P\n\x07Prefill\x12!.pdserve.worker.v1.PrefillRequest\x1a\".pdserve.worker.v1.PrefillResponse\x12R\n\x08Generate\x12\".pdserve.worker.v1.GenerateRequest\x1a .pdserve.worker.v1.GenerateChunk0\x01\x12J\n\x05\x41\x62ort\x12\x1f.pdserve.worker.v1.AbortRequest\x1a .pdserve.worker.v1.AbortResponse\x12H\n\x07GetLoad\x12\x1e.pdserve.worker.v1.LoadRequest\x1a\x1d.pdserve.worker.v1.LoadReport\x12H\n\x07GetInfo\x12\x1e.pdserve.worker.v1.InfoRequest\x1a\x1d.pdserve.worker.v1.WorkerInfo\x12U\n\x0eStreamKvEvents\x12 .pdserve.worker.v1.EventsRequest\x1a\x1f.pdserve.worker.v1.KvEventBatch0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,35 +44,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PREFILLREQUEST']._serialized_start=557
   _globals['_PREFILLREQUEST']._serialized_end=686
   _globals['_PREFILLRESPONSE']._serialized_start=688
-  _globals['_PREFILLRESPONSE']._serialized_end=775
-  _globals['_GENERATEREQUEST']._serialized_start=778
-  _globals['_GENERATEREQUEST']._serialized_end=970
-  _globals['_GENERATECHUNK']._serialized_start=972
-  _globals['_GENERATECHUNK']._serialized_end=1074
-  _globals['_ABORTREQUEST']._serialized_start=1076
-  _globals['_ABORTREQUEST']._serialized_end=1110
-  _globals['_ABORTRESPONSE']._serialized_start=1112
-  _globals['_ABORTRESPONSE']._serialized_end=1148
-  _globals['_LOADREQUEST']._serialized_start=1150
-  _globals['_LOADREQUEST']._serialized_end=1163
-  _globals['_LOADREPORT']._serialized_start=1166
-  _globals['_LOADREPORT']._serialized_end=1400
-  _globals['_INFOREQUEST']._serialized_start=1402
-  _globals['_INFOREQUEST']._serialized_end=1415
-  _globals['_WORKERINFO']._serialized_start=1418
-  _globals['_WORKERINFO']._serialized_end=1623
-  _globals['_EVENTSREQUEST']._serialized_start=1625
-  _globals['_EVENTSREQUEST']._serialized_end=1640
-  _globals['_BLOCKSTORED']._serialized_start=1643
-  _globals['_BLOCKSTORED']._serialized_end=1811
-  _globals['_BLOCKREMOVED']._serialized_start=1813
-  _globals['_BLOCKREMOVED']._serialized_end=1849
-  _globals['_ALLBLOCKSCLEARED']._serialized_start=1851
-  _globals['_ALLBLOCKSCLEARED']._serialized_end=1869
-  _globals['_KVEVENT']._serialized_start=1872
-  _globals['_KVEVENT']._serialized_end=2047
-  _globals['_KVEVENTBATCH']._serialized_start=2049
-  _globals['_KVEVENTBATCH']._serialized_end=2139
-  _globals['_WORKER']._serialized_start=2142
-  _globals['_WORKER']._serialized_end=2627
+  _globals['_PREFILLRESPONSE']._serialized_end=773
+  _globals['_GENERATEREQUEST']._serialized_start=776
+  _globals['_GENERATEREQUEST']._serialized_end=968
+  _globals['_GENERATECHUNK']._serialized_start=970
+  _globals['_GENERATECHUNK']._serialized_end=1072
+  _globals['_ABORTREQUEST']._serialized_start=1074
+  _globals['_ABORTREQUEST']._serialized_end=1108
+  _globals['_ABORTRESPONSE']._serialized_start=1110
+  _globals['_ABORTRESPONSE']._serialized_end=1146
+  _globals['_LOADREQUEST']._serialized_start=1148
+  _globals['_LOADREQUEST']._serialized_end=1161
+  _globals['_LOADREPORT']._serialized_start=1164
+  _globals['_LOADREPORT']._serialized_end=1398
+  _globals['_INFOREQUEST']._serialized_start=1400
+  _globals['_INFOREQUEST']._serialized_end=1413
+  _globals['_WORKERINFO']._serialized_start=1416
+  _globals['_WORKERINFO']._serialized_end=1643
+  _globals['_EVENTSREQUEST']._serialized_start=1645
+  _globals['_EVENTSREQUEST']._serialized_end=1660
+  _globals['_BLOCKSTORED']._serialized_start=1663
+  _globals['_BLOCKSTORED']._serialized_end=1831
+  _globals['_BLOCKREMOVED']._serialized_start=1833
+  _globals['_BLOCKREMOVED']._serialized_end=1869
+  _globals['_ALLBLOCKSCLEARED']._serialized_start=1871
+  _globals['_ALLBLOCKSCLEARED']._serialized_end=1889
+  _globals['_KVEVENT']._serialized_start=1892
+  _globals['_KVEVENT']._serialized_end=2067
+  _globals['_KVEVENTBATCH']._serialized_start=2069
+  _globals['_KVEVENTBATCH']._serialized_end=2159
+  _globals['_WORKER']._serialized_start=2162
+  _globals['_WORKER']._serialized_end=2647
 # @@protoc_insertion_point(module_scope)

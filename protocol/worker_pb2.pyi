@@ -74,12 +74,10 @@ class PrefillRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., prompt_token_ids: _Optional[_Iterable[int]] = ..., sampling: _Optional[_Union[Sampling, _Mapping]] = ..., cache_salt: _Optional[str] = ...) -> None: ...
 
 class PrefillResponse(_message.Message):
-    __slots__ = ("handoff", "prefill_seconds")
+    __slots__ = ("handoff",)
     HANDOFF_FIELD_NUMBER: _ClassVar[int]
-    PREFILL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     handoff: Handoff
-    prefill_seconds: float
-    def __init__(self, handoff: _Optional[_Union[Handoff, _Mapping]] = ..., prefill_seconds: _Optional[float] = ...) -> None: ...
+    def __init__(self, handoff: _Optional[_Union[Handoff, _Mapping]] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
     __slots__ = ("request_id", "prompt_token_ids", "sampling", "handoff", "cache_salt")
@@ -152,7 +150,7 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class WorkerInfo(_message.Message):
-    __slots__ = ("worker_id", "role", "engine_id", "model", "block_size", "num_blocks", "max_model_len", "kv_bytes_per_token", "host", "engine_kind")
+    __slots__ = ("worker_id", "role", "engine_id", "model", "block_size", "num_blocks", "max_model_len", "kv_bytes_per_token", "host", "engine_kind", "wire_version")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     ENGINE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -163,6 +161,7 @@ class WorkerInfo(_message.Message):
     KV_BYTES_PER_TOKEN_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
     ENGINE_KIND_FIELD_NUMBER: _ClassVar[int]
+    WIRE_VERSION_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     role: str
     engine_id: str
@@ -173,7 +172,8 @@ class WorkerInfo(_message.Message):
     kv_bytes_per_token: int
     host: str
     engine_kind: str
-    def __init__(self, worker_id: _Optional[str] = ..., role: _Optional[str] = ..., engine_id: _Optional[str] = ..., model: _Optional[str] = ..., block_size: _Optional[int] = ..., num_blocks: _Optional[int] = ..., max_model_len: _Optional[int] = ..., kv_bytes_per_token: _Optional[int] = ..., host: _Optional[str] = ..., engine_kind: _Optional[str] = ...) -> None: ...
+    wire_version: int
+    def __init__(self, worker_id: _Optional[str] = ..., role: _Optional[str] = ..., engine_id: _Optional[str] = ..., model: _Optional[str] = ..., block_size: _Optional[int] = ..., num_blocks: _Optional[int] = ..., max_model_len: _Optional[int] = ..., kv_bytes_per_token: _Optional[int] = ..., host: _Optional[str] = ..., engine_kind: _Optional[str] = ..., wire_version: _Optional[int] = ...) -> None: ...
 
 class EventsRequest(_message.Message):
     __slots__ = ()

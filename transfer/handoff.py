@@ -1,101 +1,74 @@
-"""The KV handoff record: vLLM's ``kv_transfer_params`` as a frozen dataclass.
+"""vLLM's ``kv_transfer_params`` <-> pdserve's ``KVHandoff`` wire record (``protocol.types``).
 
 A prefill worker runs a prompt with ``do_remote_decode`` and gets back, from vLLM's NixlConnector, the
 parameters a decode worker needs to pull the prompt's KV blocks over NIXL. pdserve carries them as a
 ``KVHandoff`` everywhere (gRPC, orchestrator, decode) and turns them back into vLLM's dict only at the
-engine edge (``to_vllm``/``from_vllm``).
+engine edge, with the functions here. Every function returns a fresh object and mutates nothing.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+
+from protocol.types import KVHandoff
+
+# kv_transfer_params keys with a field of their own in KVHandoff; any other key goes to ``extra``.
+_KNOWN = frozenset({"do_remote_prefill", "do_remote_decode", "remote_engine_id", "remote_block_ids",
+                    "remote_host", "remote_port", "tp_size", "remote_request_id"})
 
 
-@dataclass(frozen=True)
-class KVHandoff:
-    """Where a prompt's KV blocks live on the prefill side, and how much of the prompt they cover.
+def handoff_to_vllm(handoff: KVHandoff) -> dict[str, object]:
+    """The ``kv_transfer_params`` a decode request passes to vLLM (a fresh dict; caller owns it).
+    ``extra`` fields are decoded from JSON; they never override a field pdserve sets itself."""
+    params: dict[str, object] = {
+        "do_remote_prefill": True,
+        "do_remote_decode": False,
+        "remote_engine_id": handoff.engine_id,
+        "remote_block_ids": [list(group) for group in handoff.block_ids],
+        "remote_request_id": handoff.request_id,
+        "remote_host": handoff.host,
+        "remote_port": handoff.port,
+        "tp_size": handoff.tp_size,
+    }
+    for key, value in handoff.extra:
+        params.setdefault(key, json.loads(value))
+    return params
 
-    ``engine_id``/``host``/``port`` name the prefill engine's NIXL side channel; ``block_ids`` are the
-    prefill engine's block ids holding the prompt's KV, one tuple per KV-cache group (vLLM's layout);
-    ``request_id`` is the prefill engine's id for the request; ``tp_size`` its tensor-parallel size.
-    ``first_token`` is the token the prefill sampled; ``num_cached_tokens`` how many prompt tokens were
-    already in the prefill worker's prefix cache; ``prompt_tokens`` the prompt length. ``lease_deadline``
-    is the wall-clock time (seconds since the epoch) after which the prefill worker frees the blocks.
-    ``extra`` keeps connector fields pdserve does not interpret (strings only), so a newer vLLM adding a
-    field round-trips unchanged (values JSON-encoded, so types survive).
+
+def handoff_from_vllm(
+    params: Mapping[str, object],
+    *,
+    first_token: int,
+    num_cached_tokens: int,
+    prompt_tokens: int,
+    lease_deadline: float,
+) -> KVHandoff:
+    """Build from the ``kv_transfer_params`` vLLM returned for a finished prefill.
+
+    Raises ``ValueError`` when a required field is missing (the connector did not hold blocks).
     """
-
-    engine_id: str
-    block_ids: tuple[tuple[int, ...], ...]
-    host: str
-    port: int
-    tp_size: int = 1
-    request_id: str = ""
-    first_token: int = -1
-    num_cached_tokens: int = 0
-    prompt_tokens: int = 0
-    lease_deadline: float = 0.0
-    extra: tuple[tuple[str, str], ...] = field(default_factory=tuple)
-
-    @property
-    def num_blocks(self) -> int:
-        return sum(len(group) for group in self.block_ids)
-
-    def to_vllm(self) -> dict[str, object]:
-        """The ``kv_transfer_params`` a decode request passes to vLLM (a fresh dict; caller owns it)."""
-        params: dict[str, object] = {
-            "do_remote_prefill": True,
-            "do_remote_decode": False,
-            "remote_engine_id": self.engine_id,
-            "remote_block_ids": [list(group) for group in self.block_ids],
-            "remote_request_id": self.request_id,
-            "remote_host": self.host,
-            "remote_port": self.port,
-            "tp_size": self.tp_size,
-        }
-        for key, value in self.extra:
-            params.setdefault(key, json.loads(value))
-        return params
-
-    @classmethod
-    def from_vllm(
-        cls,
-        params: Mapping[str, object],
-        *,
-        first_token: int,
-        num_cached_tokens: int,
-        prompt_tokens: int,
-        lease_deadline: float,
-    ) -> KVHandoff:
-        """Build from the ``kv_transfer_params`` vLLM returned for a finished prefill.
-
-        Raises ``ValueError`` when a required field is missing (the connector did not hold blocks).
-        """
-        try:
-            engine_id = str(_required(params, "remote_engine_id"))
-            block_ids = _block_groups(params["remote_block_ids"])
-            host = str(_required(params, "remote_host"))
-            port = int(params["remote_port"])  # type: ignore[call-overload]
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"prefill returned incomplete kv_transfer_params: {dict(params)!r}") from exc
-        known = {"do_remote_prefill", "do_remote_decode", "remote_engine_id", "remote_block_ids",
-                 "remote_host", "remote_port", "tp_size", "remote_request_id"}
-        extra = tuple(sorted((k, json.dumps(v)) for k, v in params.items() if k not in known))
-        return cls(
-            engine_id=engine_id,
-            block_ids=block_ids,
-            host=host,
-            port=port,
-            tp_size=int(params.get("tp_size", 1) or 1),  # type: ignore[call-overload]
-            request_id=str(params.get("remote_request_id") or ""),
-            first_token=first_token,
-            num_cached_tokens=num_cached_tokens,
-            prompt_tokens=prompt_tokens,
-            lease_deadline=lease_deadline,
-            extra=extra,
-        )
+    try:
+        engine_id = str(_required(params, "remote_engine_id"))
+        block_ids = _block_groups(params["remote_block_ids"])
+        host = str(_required(params, "remote_host"))
+        port = int(params["remote_port"])  # type: ignore[call-overload]
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"prefill returned incomplete kv_transfer_params: {dict(params)!r}") from exc
+    extra = tuple(sorted((k, json.dumps(v)) for k, v in params.items() if k not in _KNOWN))
+    return KVHandoff(
+        engine_id=engine_id,
+        block_ids=block_ids,
+        host=host,
+        port=port,
+        tp_size=int(params.get("tp_size", 1) or 1),  # type: ignore[call-overload]
+        request_id=str(params.get("remote_request_id") or ""),
+        first_token=first_token,
+        num_cached_tokens=num_cached_tokens,
+        prompt_tokens=prompt_tokens,
+        lease_deadline=lease_deadline,
+        extra=extra,
+    )
 
 
 def _required(params: Mapping[str, object], key: str) -> object:

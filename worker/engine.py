@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from protocol.launch import EngineSpec
-from protocol.types import EngineInfo, EngineLoad, KvEventBatch, SamplingSpec
-from transfer.handoff import KVHandoff
+from protocol.types import EngineInfo, EngineLoad, KvEventBatch, KVHandoff, SamplingSpec, TokenChunk
 
 
 @dataclass(frozen=True)
@@ -35,19 +34,13 @@ class EngineRequest:
 
 
 @dataclass(frozen=True)
-class TokenDelta:
-    """New tokens since the previous delta of the same request.
-
-    ``num_cached_tokens`` (prompt tokens served from the prefix cache or pulled from a remote prefill)
-    is set on every delta once known. ``finish_reason`` is ``"stop"``, ``"length"`` or ``"abort"`` on
-    the last delta and ``None`` before. ``handoff`` is set on the last delta of a ``remote_decode``
-    request.
+class TokenDelta(TokenChunk):
+    """A ``TokenChunk`` (new tokens since the previous delta of the same request, same field contract)
+    plus what only the worker sees: ``handoff``, set on the last delta of a ``remote_decode`` request.
+    A delta is a chunk, so the decode role streams the engine's deltas as they are; only the chunk's
+    fields cross the wire.
     """
 
-    token_ids: tuple[int, ...]
-    finished: bool = False
-    finish_reason: str | None = None
-    num_cached_tokens: int = 0
     handoff: KVHandoff | None = None
 
 

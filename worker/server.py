@@ -1,35 +1,36 @@
-"""The worker's gRPC service: the same runtime for prefill, decode and colocated ("both") roles.
+"""The worker's gRPC service: the same runtime for every role, dispatching Prefill and Generate to the
+role's handlers (``worker.roles``).
 
-Owns nothing but bookkeeping; the engine belongs to ``worker.main``. A client that cancels a
-``Generate`` stream (disconnect, deadline) cancels the handler, which closes the engine iterator and
-so aborts the request in the engine.
+Owns nothing but bookkeeping; the engine belongs to ``worker.main``. Messages are converted at this edge
+(``protocol.convert``); handlers see typed calls only. A duty the role does not take is refused with
+FAILED_PRECONDITION; a request the engine rejects (``ValueError``) with INVALID_ARGUMENT; a handler that
+ends without its result (``DutyFailed``) with INTERNAL. A client that cancels a ``Generate`` stream
+(disconnect, deadline) cancels the handler, which closes the role's iterator and so aborts the request
+in the engine.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from typing import NoReturn
 
 import grpc
 
-from decode.role import stream_decode
-from prefill.role import PrefillFailed, run_prefill
 from protocol import convert
 from protocol import worker_pb2 as pb
 from protocol import worker_pb2_grpc as pb_grpc
+from protocol.types import WorkerDescription, WorkerLoad
 from worker.engine import EngineAdapter
 from worker.event_fanout import EventFanout
+from worker.roles import DutyFailed, Role
 
 log = logging.getLogger(__name__)
 
-ROLES_SERVING = {"prefill": {"prefill"}, "decode": {"decode"}, "both": {"prefill", "decode"}}
-
 
 class WorkerService(pb_grpc.WorkerServicer):
-    def __init__(self, worker_id: str, role: str, host: str, engine_kind: str, engine: EngineAdapter,
+    def __init__(self, worker_id: str, role: Role, host: str, engine_kind: str, engine: EngineAdapter,
                  fanout: EventFanout) -> None:
-        if role not in ROLES_SERVING:
-            raise ValueError(f"unknown role {role!r}; known: {sorted(ROLES_SERVING)}")
         self._id = worker_id
         self._role = role
         self._host = host
@@ -38,59 +39,57 @@ class WorkerService(pb_grpc.WorkerServicer):
         self._fanout = fanout
         self._in_flight: set[str] = set()
 
-    async def _require(self, duty: str, context: grpc.aio.ServicerContext) -> None:
-        if duty not in ROLES_SERVING[self._role]:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                                f"worker {self._id} is a {self._role} worker; it does not {duty}")
+    async def _refuse(self, duty: str, context: grpc.aio.ServicerContext) -> NoReturn:
+        """End the RPC with FAILED_PRECONDITION: this worker's role does not take ``duty``."""
+        await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                            f"worker {self._id} is a {self._role.name} worker; it does not {duty}")
+        raise AssertionError("context.abort returned")  # it raises; this tells the type checker
 
     async def Prefill(self, request: pb.PrefillRequest, context: grpc.aio.ServicerContext) -> pb.PrefillResponse:
-        await self._require("prefill", context)
-        self._in_flight.add(request.request_id)
+        handler = self._role.prefill
+        if handler is None:
+            await self._refuse("prefill", context)
+        call = convert.prefill_call_from_pb(request)
+        self._in_flight.add(call.request_id)
         try:
-            result = await run_prefill(
-                self._engine, request.request_id, tuple(request.prompt_token_ids),
-                convert.sampling_from_pb(request.sampling), request.cache_salt or None,
-            )
-        except PrefillFailed as exc:
+            handoff = await handler(self._engine, call)
+        except DutyFailed as exc:
             await context.abort(grpc.StatusCode.INTERNAL, str(exc))
         except ValueError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         finally:
-            self._in_flight.discard(request.request_id)
-        return pb.PrefillResponse(handoff=convert.handoff_to_pb(result.handoff), prefill_seconds=result.seconds)
+            self._in_flight.discard(call.request_id)
+        return convert.prefill_response_to_pb(handoff)
 
     async def Generate(self, request: pb.GenerateRequest,
                        context: grpc.aio.ServicerContext) -> AsyncIterator[pb.GenerateChunk]:
-        await self._require("decode", context)
-        handoff = convert.handoff_from_pb(request.handoff) if request.HasField("handoff") else None
-        self._in_flight.add(request.request_id)
-        stream = stream_decode(
-            self._engine, request.request_id, tuple(request.prompt_token_ids),
-            convert.sampling_from_pb(request.sampling), handoff, request.cache_salt or None,
-        )
+        handler = self._role.generate
+        if handler is None:
+            await self._refuse("decode", context)
+        call = convert.generate_call_from_pb(request)
+        self._in_flight.add(call.request_id)
+        stream = handler(self._engine, call)
         try:
-            async for delta in stream:
-                yield pb.GenerateChunk(
-                    token_ids=list(delta.token_ids), finished=delta.finished,
-                    finish_reason=delta.finish_reason or "", num_cached_tokens=delta.num_cached_tokens,
-                )
+            async for chunk in stream:
+                yield convert.token_chunk_to_pb(chunk)
         except ValueError as exc:  # the engine rejected the request, as in Prefill
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
-            self._in_flight.discard(request.request_id)
+            self._in_flight.discard(call.request_id)
 
     async def Abort(self, request: pb.AbortRequest, context: grpc.aio.ServicerContext) -> pb.AbortResponse:
-        was_running = request.request_id in self._in_flight
-        await self._engine.abort(request.request_id)
-        return pb.AbortResponse(was_running=was_running)
+        request_id = convert.abort_request_from_pb(request)
+        was_running = request_id in self._in_flight
+        await self._engine.abort(request_id)
+        return convert.abort_response_to_pb(was_running)
 
     async def GetLoad(self, request: pb.LoadRequest, context: grpc.aio.ServicerContext) -> pb.LoadReport:
-        return convert.load_to_pb(convert.WorkerLoad(engine=self._engine.load(), in_flight=len(self._in_flight)))
+        return convert.load_to_pb(WorkerLoad(engine=self._engine.load(), in_flight=len(self._in_flight)))
 
     async def GetInfo(self, request: pb.InfoRequest, context: grpc.aio.ServicerContext) -> pb.WorkerInfo:
-        return convert.info_to_pb(convert.WorkerDescription(
-            worker_id=self._id, role=self._role, host=self._host, engine_kind=self._kind,
+        return convert.info_to_pb(WorkerDescription(
+            worker_id=self._id, role=self._role.name, host=self._host, engine_kind=self._kind,
             engine=self._engine.info(),
         ))
 

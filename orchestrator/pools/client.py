@@ -8,34 +8,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import grpc
 
+from orchestrator.errors import WorkerError
 from protocol import convert
-from protocol import worker_pb2 as pb
 from protocol import worker_pb2_grpc as pb_grpc
-from protocol.types import KvEventBatch, SamplingSpec
-from transfer.handoff import KVHandoff
-
-
-class WorkerError(RuntimeError):
-    """A worker call failed or timed out. ``retryable`` is False for errors the request caused;
-    ``timed_out`` is True when the worker did not answer in time (HTTP 504 rather than 502)."""
-
-    def __init__(self, worker_id: str, message: str, retryable: bool = True, timed_out: bool = False) -> None:
-        self.worker_id = worker_id
-        self.retryable = retryable
-        self.timed_out = timed_out
-        super().__init__(f"worker {worker_id}: {message}")
-
-
-@dataclass(frozen=True)
-class Chunk:
-    token_ids: tuple[int, ...]
-    finished: bool
-    finish_reason: str | None
-    num_cached_tokens: int
+from protocol.types import GenerateCall, KvEventBatch, KVHandoff, PrefillCall, TokenChunk, WorkerDescription, WorkerLoad
 
 
 def _describe(worker_id: str, err: grpc.aio.AioRpcError) -> WorkerError:
@@ -55,50 +34,47 @@ class WorkerClient:
             ("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)])
         self._stub = pb_grpc.WorkerStub(self._channel)
 
-    async def info(self, timeout_s: float = 10.0) -> convert.WorkerDescription:
+    async def info(self, timeout_s: float = 10.0) -> WorkerDescription:
         try:
-            return convert.info_from_pb(await self._stub.GetInfo(pb.InfoRequest(), timeout=timeout_s))
+            return convert.info_from_pb(await self._stub.GetInfo(convert.info_request_pb(), timeout=timeout_s))
         except grpc.aio.AioRpcError as err:
             raise _describe(self.worker_id, err) from None
 
-    async def load(self, timeout_s: float = 2.0) -> convert.WorkerLoad:
+    async def load(self, timeout_s: float = 2.0) -> WorkerLoad:
         try:
-            return convert.load_from_pb(await self._stub.GetLoad(pb.LoadRequest(), timeout=timeout_s))
+            return convert.load_from_pb(await self._stub.GetLoad(convert.load_request_pb(), timeout=timeout_s))
         except grpc.aio.AioRpcError as err:
             raise _describe(self.worker_id, err) from None
 
-    async def prefill(self, request_id: str, prompt: tuple[int, ...], sampling: SamplingSpec,
-                      cache_salt: str | None, timeout_s: float) -> KVHandoff:
-        msg = pb.PrefillRequest(request_id=request_id, prompt_token_ids=list(prompt),
-                                sampling=convert.sampling_to_pb(sampling), cache_salt=cache_salt or "")
+    async def prefill(self, call: PrefillCall, timeout_s: float) -> KVHandoff:
+        """Run ``call`` on the worker; the handoff of the KV blocks it now holds for a remote decode."""
         try:
-            reply = await self._stub.Prefill(msg, timeout=timeout_s)
+            reply = await self._stub.Prefill(convert.prefill_call_to_pb(call), timeout=timeout_s)
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise WorkerError(self.worker_id, f"prefill timed out after {timeout_s:g}s", timed_out=True) from None
             raise _describe(self.worker_id, err) from None
-        return convert.handoff_from_pb(reply.handoff)
+        return convert.prefill_response_from_pb(reply)
 
-    async def generate(self, request_id: str, prompt: tuple[int, ...], sampling: SamplingSpec,
-                       handoff: KVHandoff | None, cache_salt: str | None, first_token_timeout_s: float,
-                       inter_token_timeout_s: float) -> AsyncIterator[Chunk]:
-        """Stream chunks. Closing the iterator cancels the RPC, which aborts the request on the worker."""
-        msg = pb.GenerateRequest(request_id=request_id, prompt_token_ids=list(prompt),
-                                 sampling=convert.sampling_to_pb(sampling), cache_salt=cache_salt or "")
-        if handoff is not None:
-            msg.handoff.CopyFrom(convert.handoff_to_pb(handoff))
-        call = self._stub.Generate(msg)
+    async def generate(self, call: GenerateCall, first_token_timeout_s: float,
+                       inter_token_timeout_s: float) -> AsyncIterator[TokenChunk]:
+        """Stream chunks until the finished one. Closing the iterator cancels the RPC, which aborts the
+        request on the worker. A stream that ends unfinished, or is silent for longer than its timeout
+        (first token, then between chunks), raises ``WorkerError``."""
+        stream = self._stub.Generate(convert.generate_call_to_pb(call))
         timeout = first_token_timeout_s
         try:
             while True:
                 try:
-                    reply = await asyncio.wait_for(call.read(), timeout)
-                except asyncio.TimeoutError:
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that
+                    # arrives just as the read completes, and the request would then run on un-aborted.
+                    async with asyncio.timeout(timeout):
+                        reply = await stream.read()
+                except TimeoutError:
                     raise WorkerError(self.worker_id, f"no output for {timeout:g}s", timed_out=True) from None
                 if reply is grpc.aio.EOF:
                     raise WorkerError(self.worker_id, "stream ended before the request finished")
-                chunk = Chunk(tuple(reply.token_ids), reply.finished, reply.finish_reason or None,
-                              reply.num_cached_tokens)
+                chunk = convert.token_chunk_from_pb(reply)
                 yield chunk
                 if chunk.finished:
                     return
@@ -106,18 +82,19 @@ class WorkerClient:
         except grpc.aio.AioRpcError as err:
             raise _describe(self.worker_id, err) from None
         finally:
-            call.cancel()
+            stream.cancel()
 
     async def abort(self, request_id: str, timeout_s: float = 5.0) -> bool:
+        """Abort ``request_id`` on the worker; True if it was running there. Failures count as False."""
         try:
-            reply = await self._stub.Abort(pb.AbortRequest(request_id=request_id), timeout=timeout_s)
+            reply = await self._stub.Abort(convert.abort_request_to_pb(request_id), timeout=timeout_s)
         except grpc.aio.AioRpcError:
             return False
-        return bool(reply.was_running)
+        return convert.abort_response_from_pb(reply)
 
     async def kv_events(self) -> AsyncIterator[KvEventBatch]:
         """The worker's KV event stream until it ends or fails (raises ``WorkerError``)."""
-        call = self._stub.StreamKvEvents(pb.EventsRequest())
+        call = self._stub.StreamKvEvents(convert.events_request_pb())
         try:
             async for msg in call:
                 yield convert.events_from_pb(msg)

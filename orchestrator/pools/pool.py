@@ -20,9 +20,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from orchestrator.pools.client import WorkerClient, WorkerError
-from protocol.convert import WorkerDescription
-from protocol.types import EngineLoad, KvEventBatch
+from orchestrator.errors import WorkerError
+from orchestrator.pools.client import WorkerClient
+from protocol.types import EngineLoad, KvEventBatch, WorkerDescription
 
 log = logging.getLogger(__name__)
 

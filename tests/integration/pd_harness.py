@@ -22,13 +22,22 @@ import uvicorn
 from orchestrator.api.app import create_app
 from orchestrator.api.text import Tokenizer
 from orchestrator.config import PdserveConfig, parse_config
+from orchestrator.frontend import Frontend
 from orchestrator.launch.process import WorkerEndpoint
 from orchestrator.service import Service
 from protocol import convert
 from protocol import worker_pb2 as pb
 from protocol import worker_pb2_grpc as pb_grpc
-from protocol.types import EngineInfo, EngineLoad
-from transfer.handoff import KVHandoff
+from protocol.types import (
+    WIRE_VERSION,
+    EngineInfo,
+    EngineLoad,
+    KvEventBatch,
+    KVHandoff,
+    TokenChunk,
+    WorkerDescription,
+    WorkerLoad,
+)
 
 T = TypeVar("T")
 SIM_VOCAB = 49152  # the tiny model's tokenizer vocabulary, so simulated tokens detokenize
@@ -37,7 +46,8 @@ MODEL_NAME = "sim-tiny"
 
 def sim_config(model_dir: Path, *, prefill: int = 2, decode: int = 2, engine_args: dict[str, Any] | None = None,
                **server: Any) -> PdserveConfig:
-    """A simulated deployment on the ``tiny-fast`` profile (4-token blocks), fast health polling."""
+    """A simulated deployment on the ``tiny-fast`` profile (4-token blocks), fast health polling.
+    ``engine_args``: sim profile fields (or ``profile``) laid over the harness's; validated with the config."""
     args = {"profile": "tiny-fast", "vocab_size": SIM_VOCAB, "eos_token_id": 2, "num_blocks": 1024,
             "max_model_len": 1024, "speedup": 20.0, **(engine_args or {})}
     return parse_config({
@@ -89,7 +99,7 @@ class FrontEnd:
               tokenizer: Tokenizer) -> FrontEnd:
         async def up() -> FrontEnd:
             service = await Service.connect(config, endpoints)
-            server = _QuietServer(uvicorn.Config(create_app(service, tokenizer), host="127.0.0.1", port=0,
+            server = _QuietServer(uvicorn.Config(create_app(Frontend(service), tokenizer), host="127.0.0.1", port=0,
                                                  log_level="warning", lifespan="off"))
             task = asyncio.create_task(server.serve())
             while not server.started:
@@ -180,7 +190,7 @@ class StubWorker(pb_grpc.WorkerServicer):
     ``generate``: ``"ok"`` (``max_tokens`` tokens then finished), ``"stall"`` (never sends a token),
     ``"drip"`` (a token every ``drip_s`` forever), ``"fail"`` (``fail_after`` tokens then an INTERNAL error),
     ``"eof"`` (``fail_after`` tokens then the stream ends without finishing).
-    Abort and Generate/Prefill calls are recorded by request id."""
+    Abort and Generate/Prefill calls are recorded by request id. ``wire_version`` is what GetInfo reports."""
 
     worker_id: str
     role: str
@@ -190,39 +200,43 @@ class StubWorker(pb_grpc.WorkerServicer):
     fail_after: int = 2
     block_size: int = 4
     max_model_len: int = 1024
+    wire_version: int = WIRE_VERSION
     aborts: list[str] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
     with_handoff: list[bool] = field(default_factory=list)  # per Generate call: did it carry a KV handoff
 
     async def GetInfo(self, request: pb.InfoRequest, context: grpc.aio.ServicerContext) -> pb.WorkerInfo:
-        return convert.info_to_pb(convert.WorkerDescription(
+        return convert.info_to_pb(WorkerDescription(
             worker_id=self.worker_id, role=self.role, host="127.0.0.1", engine_kind="stub",
             engine=EngineInfo(engine_id=self.worker_id, model=MODEL_NAME, block_size=self.block_size,
-                              num_blocks=1024, max_model_len=self.max_model_len, kv_bytes_per_token=64)))
+                              num_blocks=1024, max_model_len=self.max_model_len, kv_bytes_per_token=64),
+            wire_version=self.wire_version))
 
     async def GetLoad(self, request: pb.LoadRequest, context: grpc.aio.ServicerContext) -> pb.LoadReport:
-        return convert.load_to_pb(convert.WorkerLoad(engine=EngineLoad(), in_flight=0))
+        return convert.load_to_pb(WorkerLoad(engine=EngineLoad(), in_flight=0))
 
     async def Prefill(self, request: pb.PrefillRequest, context: grpc.aio.ServicerContext) -> pb.PrefillResponse:
-        self.calls.append(request.request_id)
+        call = convert.prefill_call_from_pb(request)
+        self.calls.append(call.request_id)
         if self.prefill == "stall":
-            await self._forever(request.request_id)
+            await self._forever(call.request_id)
         if self.prefill == "fail":
             await context.abort(grpc.StatusCode.UNAVAILABLE, "stub prefill engine is gone")
         handoff = KVHandoff(engine_id=self.worker_id, block_ids=((1, 2),), host="127.0.0.1", port=1,
-                            request_id=request.request_id, first_token=TOKENS[0],
-                            prompt_tokens=len(request.prompt_token_ids))
-        return pb.PrefillResponse(handoff=convert.handoff_to_pb(handoff), prefill_seconds=0.0)
+                            request_id=call.request_id, first_token=TOKENS[0],
+                            prompt_tokens=len(call.prompt_token_ids))
+        return convert.prefill_response_to_pb(handoff)
 
     async def Generate(self, request: pb.GenerateRequest,
                        context: grpc.aio.ServicerContext) -> AsyncIterator[pb.GenerateChunk]:
-        self.calls.append(request.request_id)
-        self.with_handoff.append(request.HasField("handoff"))
-        max_tokens = request.sampling.max_tokens
+        call = convert.generate_call_from_pb(request)
+        self.calls.append(call.request_id)
+        self.with_handoff.append(call.handoff is not None)
+        max_tokens = call.sampling.max_tokens
         try:
             if self.generate == "stall":
-                await self._forever(request.request_id)
+                await self._forever(call.request_id)
             for i in range(max_tokens if self.generate == "ok" else 1 << 30):
                 if self.generate in ("fail", "eof") and i == self.fail_after:
                     if self.generate == "fail":
@@ -231,20 +245,20 @@ class StubWorker(pb_grpc.WorkerServicer):
                 if self.generate == "drip":
                     await asyncio.sleep(self.drip_s)
                 done = self.generate == "ok" and i == max_tokens - 1
-                yield pb.GenerateChunk(token_ids=[TOKENS[i % len(TOKENS)]], finished=done,
-                                       finish_reason="length" if done else "")
+                yield convert.token_chunk_to_pb(TokenChunk(token_ids=(TOKENS[i % len(TOKENS)],), finished=done,
+                                                           finish_reason="length" if done else None))
         except asyncio.CancelledError:
-            self.cancelled.append(request.request_id)
+            self.cancelled.append(call.request_id)
             raise
 
     async def Abort(self, request: pb.AbortRequest, context: grpc.aio.ServicerContext) -> pb.AbortResponse:
-        self.aborts.append(request.request_id)
-        return pb.AbortResponse(was_running=True)
+        self.aborts.append(convert.abort_request_from_pb(request))
+        return convert.abort_response_to_pb(True)
 
     async def StreamKvEvents(self, request: pb.EventsRequest,
                              context: grpc.aio.ServicerContext) -> AsyncIterator[pb.KvEventBatch]:
         await asyncio.Event().wait()
-        yield pb.KvEventBatch()  # never reached
+        yield convert.events_to_pb(KvEventBatch(seq=0, timestamp=0.0, events=()))  # never reached
 
     async def _forever(self, request_id: str) -> None:
         try:

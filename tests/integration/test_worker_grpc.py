@@ -10,12 +10,24 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import grpc
 import pytest
 
-from orchestrator.pools.client import Chunk, WorkerClient, WorkerError
+from orchestrator.errors import WorkerError
+from orchestrator.pools.client import WorkerClient
 from protocol import worker_pb2_grpc as pb_grpc
-from protocol.types import BlockStored, KvEventBatch, SamplingSpec
+from protocol.engine_args import SimArgs
+from protocol.types import (
+    WIRE_VERSION,
+    BlockStored,
+    GenerateCall,
+    KvEventBatch,
+    KVHandoff,
+    PrefillCall,
+    SamplingSpec,
+    TokenChunk,
+)
 from worker.engine import EngineSpec, build_engine
 from worker.engines.sim import SimEngine
 from worker.event_fanout import EventFanout
+from worker.roles import load_role
 from worker.server import WorkerService
 
 pytestmark = pytest.mark.timeout(30)
@@ -34,8 +46,8 @@ async def start() -> AsyncIterator[Start]:
     clients: list[WorkerClient] = []
 
     async def make(worker_id: str, role: str) -> WorkerClient:
-        engine = build_engine(EngineSpec(kind="sim", model="", worker_id=worker_id, role=role,
-                                         args=(("profile", "tiny-fast"), ("speedup", 20.0))))
+        engine = build_engine(EngineSpec(model="", worker_id=worker_id, role=role,
+                                         args=SimArgs(profile="tiny-fast", speedup=20.0)))
         assert isinstance(engine, SimEngine)
         await engine.start()
         engines.append(engine)
@@ -43,8 +55,8 @@ async def start() -> AsyncIterator[Start]:
         fanout.start()
         fanouts.append(fanout)
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-        pb_grpc.add_WorkerServicer_to_server(WorkerService(worker_id, role, "127.0.0.1", "sim", engine, fanout),
-                                             server)
+        service = WorkerService(worker_id, load_role(role), "127.0.0.1", "sim", engine, fanout)
+        pb_grpc.add_WorkerServicer_to_server(service, server)
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         servers.append(server)
@@ -63,14 +75,24 @@ async def start() -> AsyncIterator[Start]:
         await engine.shutdown()
 
 
-async def drain(stream: AsyncIterator[Chunk]) -> list[Chunk]:
+async def drain(stream: AsyncIterator[TokenChunk]) -> list[TokenChunk]:
     return [chunk async for chunk in stream]
+
+
+def pcall(request_id: str, prompt: tuple[int, ...] = PROMPT, sampling: SamplingSpec = GREEDY) -> PrefillCall:
+    return PrefillCall(request_id=request_id, prompt_token_ids=prompt, sampling=sampling)
+
+
+def gcall(request_id: str, prompt: tuple[int, ...] = PROMPT, sampling: SamplingSpec = GREEDY,
+          handoff: KVHandoff | None = None) -> GenerateCall:
+    return GenerateCall(request_id=request_id, prompt_token_ids=prompt, sampling=sampling, handoff=handoff)
 
 
 async def test_info_and_load(start: Start) -> None:
     client = await start("prefill-0", "prefill")
     info = await client.info()
     assert (info.worker_id, info.role, info.host, info.engine_kind) == ("prefill-0", "prefill", "127.0.0.1", "sim")
+    assert info.wire_version == WIRE_VERSION
     assert info.engine.engine_id == "prefill-0" and info.engine.block_size == 4
     load = await client.load()
     assert load.in_flight == 0 and load.engine.running == 0
@@ -79,16 +101,16 @@ async def test_info_and_load(start: Start) -> None:
 async def test_prefill_handoff_then_decode_pulls_it(start: Start) -> None:
     prefill = await start("prefill-0", "prefill")
     decode = await start("decode-0", "decode")
-    handoff = await prefill.prefill("r1-p", PROMPT, GREEDY, None, timeout_s=10)
+    handoff = await prefill.prefill(pcall("r1-p"), timeout_s=10)
     assert handoff.engine_id == "prefill-0" and handoff.prompt_tokens == len(PROMPT)
     assert handoff.num_blocks == len(PROMPT) // 4 and handoff.first_token >= 0
-    chunks = await drain(decode.generate("r1-d", PROMPT, GREEDY, handoff, None, 10, 10))
+    chunks = await drain(decode.generate(gcall("r1-d", handoff=handoff), 10, 10))
     tokens = [t for c in chunks for t in c.token_ids]
     assert len(tokens) == GREEDY.max_tokens and tokens[0] == handoff.first_token
     assert chunks[-1].finished and chunks[-1].finish_reason == "length"
     assert chunks[-1].num_cached_tokens >= handoff.num_blocks * 4 - 4
     # The same prompt decoded locally (no handoff) gives the same greedy answer.
-    local = await drain(decode.generate("r2-d", PROMPT, GREEDY, None, None, 10, 10))
+    local = await drain(decode.generate(gcall("r2-d"), 10, 10))
     assert [t for c in local for t in c.token_ids] == tokens
 
 
@@ -96,17 +118,18 @@ async def test_roles_are_enforced_and_not_retryable(start: Start) -> None:
     prefill = await start("prefill-0", "prefill")
     decode = await start("decode-0", "decode")
     with pytest.raises(WorkerError) as info:
-        await decode.prefill("x-p", PROMPT, GREEDY, None, timeout_s=5)
+        await decode.prefill(pcall("x-p"), timeout_s=5)
     assert not info.value.retryable and "FAILED_PRECONDITION" in str(info.value)
     with pytest.raises(WorkerError) as info:
-        await drain(prefill.generate("x-d", PROMPT, GREEDY, None, None, 5, 5))
+        await drain(prefill.generate(gcall("x-d"), 5, 5))
     assert not info.value.retryable and "does not decode" in str(info.value)
 
 
 async def test_both_role_prefills_and_decodes(start: Start) -> None:
     both = await start("both-0", "both")
-    handoff = await both.prefill("b-p", PROMPT, GREEDY, None, timeout_s=5)
-    chunks = await drain(both.generate("b-d", PROMPT, GREEDY, handoff, None, 5, 5))
+    assert (await both.info()).role == "both"
+    handoff = await both.prefill(pcall("b-p"), timeout_s=5)
+    chunks = await drain(both.generate(gcall("b-d", handoff=handoff), 5, 5))
     assert chunks[-1].finished
 
 
@@ -114,21 +137,21 @@ async def test_both_role_prefills_and_decodes(start: Start) -> None:
 async def test_bad_prefill_requests_are_invalid_argument(start: Start, prompt: tuple[int, ...], message: str) -> None:
     prefill = await start("prefill-0", "prefill")
     with pytest.raises(WorkerError) as info:
-        await prefill.prefill("bad-p", prompt, GREEDY, None, timeout_s=5)
+        await prefill.prefill(pcall("bad-p", prompt), timeout_s=5)
     assert not info.value.retryable and "INVALID_ARGUMENT" in str(info.value) and message in str(info.value)
 
 
 async def test_bad_generate_requests_are_invalid_argument(start: Start) -> None:
     decode = await start("decode-0", "decode")
     with pytest.raises(WorkerError) as info:
-        await drain(decode.generate("bad-d", (5, 10_000_000), GREEDY, None, None, 5, 5))
+        await drain(decode.generate(gcall("bad-d", (5, 10_000_000)), 5, 5))
     assert not info.value.retryable and "INVALID_ARGUMENT" in str(info.value)
 
 
 async def test_closing_a_stream_early_frees_the_request(start: Start) -> None:
     decode = await start("decode-0", "decode")
     long = SamplingSpec(max_tokens=200, temperature=0.0, ignore_eos=True)
-    stream = decode.generate("long-d", PROMPT, long, None, None, 5, 5)
+    stream = decode.generate(gcall("long-d", sampling=long), 5, 5)
     first = await anext(stream)
     assert first.token_ids and not first.finished
     await stream.aclose()  # type: ignore[attr-defined]
@@ -151,7 +174,7 @@ async def test_kv_events_stream_after_a_prefill(start: Start) -> None:
 
     listener = asyncio.create_task(listen())
     await asyncio.sleep(0.1)  # subscribed before the prefill
-    await prefill.prefill("e-p", PROMPT, GREEDY, None, timeout_s=5)
+    await prefill.prefill(pcall("e-p"), timeout_s=5)
     for _ in range(100):
         if any(isinstance(e, BlockStored) for b in received for e in b.events):
             break

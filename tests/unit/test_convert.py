@@ -1,4 +1,5 @@
-"""dataclass <-> protobuf conversion: sampling, load, info and KV event batches (unsigned 64-bit hashes)."""
+"""dataclass <-> protobuf conversion: Prefill/Generate calls and chunks, abort, sampling, load, info (with the
+wire version) and KV event batches (unsigned 64-bit hashes)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,20 @@ import pytest
 from protocol import convert
 from protocol import worker_pb2 as pb
 from protocol.types import (
+    WIRE_VERSION,
     AllBlocksCleared,
     BlockRemoved,
     BlockStored,
     EngineInfo,
     EngineLoad,
+    GenerateCall,
     KvEventBatch,
+    KVHandoff,
+    PrefillCall,
     SamplingSpec,
+    TokenChunk,
+    WorkerDescription,
+    WorkerLoad,
 )
 
 U64 = (1 << 64) - 1
@@ -41,19 +49,78 @@ def test_sampling_seed_none_and_zero_differ() -> None:
 
 
 def test_load_round_trip() -> None:
-    load = convert.WorkerLoad(
+    load = WorkerLoad(
         engine=EngineLoad(running=3, waiting=9, kv_usage=0.625, prefix_cache_queries=2**40, prefix_cache_hits=7,
                           kv_blocks_pulled=11, kv_bytes_pulled=5 * 2**33, kv_pull_seconds=0.125, kv_pulls=4),
         in_flight=12)
     assert convert.load_from_pb(wire(convert.load_to_pb(load))) == load
 
 
-def test_info_round_trip() -> None:
-    desc = convert.WorkerDescription(
-        worker_id="prefill-1", role="prefill", host="127.0.0.1", engine_kind="sim",
-        engine=EngineInfo(engine_id="eng-1", model="tiny", block_size=32, num_blocks=4096, max_model_len=2048,
-                          kv_bytes_per_token=2**33))
+ENGINE = EngineInfo(engine_id="eng-1", model="tiny", block_size=32, num_blocks=4096, max_model_len=2048,
+                    kv_bytes_per_token=2**33)
+
+
+@pytest.mark.parametrize("version", [WIRE_VERSION, 1, 7])
+def test_info_round_trip_keeps_the_wire_version(version: int) -> None:
+    desc = WorkerDescription(worker_id="prefill-1", role="prefill", host="127.0.0.1", engine_kind="sim",
+                             engine=ENGINE, wire_version=version)
     assert convert.info_from_pb(wire(convert.info_to_pb(desc))) == desc
+
+
+def test_a_description_speaks_this_wire_version_and_an_old_worker_reads_as_zero() -> None:
+    desc = WorkerDescription(worker_id="w", role="decode", host="h", engine_kind="sim", engine=ENGINE)
+    assert desc.wire_version == WIRE_VERSION == 2
+    unversioned = convert.info_to_pb(desc)
+    unversioned.ClearField("wire_version")  # what a worker built before the field existed sends
+    assert convert.info_from_pb(wire(unversioned)).wire_version == 0
+
+
+HANDOFF = KVHandoff(engine_id="p-0", block_ids=((1, 2), (9,)), host="127.0.0.2", port=5601, tp_size=2,
+                    request_id="r-p", first_token=17, num_cached_tokens=32, prompt_tokens=70,
+                    lease_deadline=1_700_000_000.5, extra=(("x", "[1]"),))
+SPEC = SamplingSpec(max_tokens=8, temperature=0.0, seed=3, stop_token_ids=(2,))
+
+
+@pytest.mark.parametrize("call", [
+    PrefillCall(request_id="r-p", prompt_token_ids=(5, 6, 7), sampling=SPEC, cache_salt="tenant"),
+    PrefillCall(request_id="r-p", prompt_token_ids=(), sampling=SamplingSpec(max_tokens=1)),
+])
+def test_prefill_call_round_trip(call: PrefillCall) -> None:
+    assert convert.prefill_call_from_pb(wire(convert.prefill_call_to_pb(call))) == call
+
+
+@pytest.mark.parametrize("call", [
+    GenerateCall(request_id="r-d", prompt_token_ids=(5, 6, 7), sampling=SPEC, cache_salt="t", handoff=HANDOFF),
+    GenerateCall(request_id="r-d", prompt_token_ids=(5,), sampling=SPEC),
+    GenerateCall(request_id="r-d", prompt_token_ids=(5,), sampling=SPEC,
+                 handoff=KVHandoff(engine_id="", block_ids=(), host="", port=0)),  # all defaults: still present
+])
+def test_generate_call_round_trip_keeps_a_missing_handoff_missing(call: GenerateCall) -> None:
+    assert convert.generate_call_from_pb(wire(convert.generate_call_to_pb(call))) == call
+
+
+def test_an_empty_cache_salt_means_no_salt() -> None:
+    call = PrefillCall(request_id="r", prompt_token_ids=(1,), sampling=SPEC, cache_salt="")
+    assert convert.prefill_call_from_pb(wire(convert.prefill_call_to_pb(call))).cache_salt is None
+
+
+def test_prefill_response_carries_the_handoff() -> None:
+    assert convert.prefill_response_from_pb(wire(convert.prefill_response_to_pb(HANDOFF))) == HANDOFF
+
+
+@pytest.mark.parametrize("chunk", [
+    TokenChunk(token_ids=(1, 2), num_cached_tokens=64),
+    TokenChunk(token_ids=(), finished=True, finish_reason="length", num_cached_tokens=3),
+    TokenChunk(token_ids=(9,)),
+])
+def test_token_chunk_round_trip(chunk: TokenChunk) -> None:
+    assert convert.token_chunk_from_pb(wire(convert.token_chunk_to_pb(chunk))) == chunk
+
+
+def test_abort_round_trip() -> None:
+    assert convert.abort_request_from_pb(wire(convert.abort_request_to_pb("r-d"))) == "r-d"
+    assert convert.abort_response_from_pb(wire(convert.abort_response_to_pb(True))) is True
+    assert convert.abort_response_from_pb(wire(convert.abort_response_to_pb(False))) is False
 
 
 def events_round_trip(batch: KvEventBatch) -> KvEventBatch:

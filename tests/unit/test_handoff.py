@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 
 from protocol.convert import handoff_from_pb, handoff_to_pb
+from protocol.types import KVHandoff
 from protocol.worker_pb2 import Handoff as PbHandoff
-from transfer.handoff import KVHandoff, remote_decode_request_params
+from transfer.handoff import handoff_from_vllm, handoff_to_vllm, remote_decode_request_params
 
 EXTRAS: dict[str, Any] = {"x_int": 3, "x_float": 1.5, "x_str": "s", "x_bool": True, "x_none": None,
                           "x_list": [1, "a", None], "x_dict": {"a": {"b": [1.25]}}, "x_digits": "007"}
@@ -20,8 +21,8 @@ VLLM_PARAMS: dict[str, Any] = {
 
 
 def build(params: dict[str, Any]) -> KVHandoff:
-    return KVHandoff.from_vllm(params, first_token=42, num_cached_tokens=64, prompt_tokens=70,
-                               lease_deadline=1_700_000_000.25)
+    return handoff_from_vllm(params, first_token=42, num_cached_tokens=64, prompt_tokens=70,
+                             lease_deadline=1_700_000_000.25)
 
 
 def test_from_vllm_reads_every_field() -> None:
@@ -35,30 +36,30 @@ def test_from_vllm_reads_every_field() -> None:
 
 
 def test_to_vllm_gives_back_what_vllm_sent_with_types() -> None:
-    params = build(VLLM_PARAMS).to_vllm()
+    params = handoff_to_vllm(build(VLLM_PARAMS))
     assert params == VLLM_PARAMS
     assert type(params["x_float"]) is float and type(params["x_int"]) is int and params["x_digits"] == "007"
 
 
 def test_to_vllm_is_a_fresh_dict_each_time() -> None:
     h = build(VLLM_PARAMS)
-    first = h.to_vllm()
+    first = handoff_to_vllm(h)
     groups, extra = first["remote_block_ids"], first["x_list"]
     assert isinstance(groups, list) and isinstance(extra, list)
     groups[0].append(99)
     extra.append(5)
-    assert h.to_vllm() == VLLM_PARAMS
+    assert handoff_to_vllm(h) == VLLM_PARAMS
 
 
 def test_the_prefill_side_flags_are_turned_into_decode_side_flags() -> None:
     returned_by_prefill = {**VLLM_PARAMS, "do_remote_prefill": False, "do_remote_decode": True}
-    params = build(returned_by_prefill).to_vllm()
+    params = handoff_to_vllm(build(returned_by_prefill))
     assert params["do_remote_prefill"] is True and params["do_remote_decode"] is False
 
 
 def test_known_keys_win_over_extras() -> None:
     h = KVHandoff("e", ((1,),), "h", 1, extra=(("remote_port", "9"), ("x", "1")))
-    params = h.to_vllm()
+    params = handoff_to_vllm(h)
     assert params["remote_port"] == 1 and params["x"] == 1
 
 
@@ -72,7 +73,7 @@ def test_known_keys_win_over_extras() -> None:
 def test_block_id_layouts(raw: Any, groups: tuple[tuple[int, ...], ...]) -> None:
     h = build({**VLLM_PARAMS, "remote_block_ids": raw})
     assert h.block_ids == groups
-    assert h.to_vllm()["remote_block_ids"] == [list(g) for g in groups]
+    assert handoff_to_vllm(h)["remote_block_ids"] == [list(g) for g in groups]
 
 
 @pytest.mark.parametrize("change", [
@@ -103,7 +104,7 @@ def test_protobuf_round_trip_keeps_everything() -> None:
     wire = handoff_to_pb(h).SerializeToString()
     back = handoff_from_pb(PbHandoff.FromString(wire))
     assert back == h
-    assert back.to_vllm() == VLLM_PARAMS  # extras keep their JSON types through protobuf
+    assert handoff_to_vllm(back) == VLLM_PARAMS  # extras keep their JSON types through protobuf
 
 
 def test_protobuf_round_trip_of_a_minimal_handoff() -> None:

@@ -1,0 +1,22 @@
+"""The errors a request can meet on its way through the pools; the HTTP layer maps them to status codes.
+
+Raised by the gRPC client (``orchestrator.pools.client``) and the request flow, caught by the front end.
+They live here so that the front end never imports the gRPC client.
+"""
+
+from __future__ import annotations
+
+
+class WorkerError(RuntimeError):
+    """A worker call failed or timed out. ``retryable`` is False for errors the request caused;
+    ``timed_out`` is True when the worker did not answer in time (HTTP 504 rather than 502)."""
+
+    def __init__(self, worker_id: str, message: str, retryable: bool = True, timed_out: bool = False) -> None:
+        self.worker_id = worker_id
+        self.retryable = retryable
+        self.timed_out = timed_out
+        super().__init__(f"worker {worker_id}: {message}")
+
+
+class NoHealthyWorker(RuntimeError):
+    """A pool has no worker that can take the request (HTTP 503)."""
