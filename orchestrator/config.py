@@ -13,12 +13,22 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
+from orchestrator.engine_config import (
+    EngineArgsOverride,
+    EngineConfig,
+    VllmEngineConfig,
+    pool_args_follow_engine_kind,
+    pool_args_problems,
+)
 from orchestrator.scheduler.disagg_policy import DisaggPolicy
 from orchestrator.scheduler.profiles import PRESETS, PoolProfile, preset
+from protocol.engine_args import SimArgs, VllmArgs, merge_args
+from transfer.nixl_env import TransferSettings
 
 API_VERSION = "pdserve/v1"
+POOLS = ("prefill", "decode")
 
 
 class _Strict(BaseModel):
@@ -35,14 +45,6 @@ class ModelConfig(_Strict):
     @property
     def resolved_path(self) -> Path:
         return Path(os.path.expandvars(self.path)).expanduser()
-
-
-class EngineConfig(_Strict):
-    """Engine kind and the keyword arguments every worker's engine gets (pools may add to them)."""
-
-    kind: Literal["vllm", "sim"] = "vllm"
-    args: dict[str, Any] = Field(default_factory=dict)
-    env: dict[str, str] = Field(default_factory=dict)
 
 
 class Resources(_Strict):
@@ -87,22 +89,15 @@ class RoutingConfig(_Strict):
 
 
 class PoolConfig(_Strict):
+    """One pool of workers. ``engine_args`` override ``engine.args`` for this pool's workers; they are
+    typed like ``engine.args`` (the engine's kind) and reported at their own path."""
+
     replicas: int = Field(default=1, ge=0)
     resources: Resources = Resources()
-    engine_args: dict[str, Any] = Field(default_factory=dict)
+    engine_args: EngineArgsOverride | None = None
     workers_per_process: int = Field(default=1, ge=1)
     routing: RoutingConfig = RoutingConfig()
     queue_bound: int = Field(default=64, ge=1)
-
-
-class TransferConfig(_Strict):
-    device: Literal["cpu", "cuda"] = "cpu"
-    side_channel_host: str = "127.0.0.1"
-    ucx_tls: str | None = "tcp,self,sm"
-    ucx_net_devices: str | None = "lo"
-    lease_timeout_s: int = Field(default=30, ge=1)
-    progress_delay_us: int = Field(default=1000, ge=0)
-    link_bandwidth_gbps: float = Field(default=10.0, gt=0)
 
 
 class IndexConfig(_Strict):
@@ -124,6 +119,17 @@ class ServerConfig(_Strict):
     load_poll_interval_s: float = Field(default=0.5, gt=0)
 
 
+class CpuConfig(_Strict):
+    """Cores of vLLM workers on CPU hosts (``transfer.device: cpu``). ``bind: auto`` gives each worker
+    of a host its own disjoint cores (``worker.cpu_share``), keeping ``frontend_cores`` for the front end
+    while every worker still gets one; ``none`` leaves binding to vLLM (which, left on its ``auto``, put
+    two engines' compute threads on one core of a 2-core host). A ``VLLM_CPU_OMP_THREADS_BIND`` set in
+    ``engine.env`` overrides the computed OpenMP binding."""
+
+    bind: Literal["auto", "none"] = "auto"
+    frontend_cores: int = Field(default=1, ge=0)
+
+
 class RayConfig(_Strict):
     address: str | None = None
     namespace: str = "pdserve"
@@ -133,14 +139,15 @@ class RayConfig(_Strict):
 class PdserveConfig(_Strict):
     apiVersion: Literal["pdserve/v1"]
     model: ModelConfig
-    engine: EngineConfig = EngineConfig()
+    engine: EngineConfig = Field(default_factory=VllmEngineConfig)
     prefill: PoolConfig = PoolConfig()
     decode: PoolConfig = PoolConfig()
     colocated: bool = False
     disaggregation: DisaggPolicy = DisaggPolicy(min_remote_tokens=0)
     index: IndexConfig = IndexConfig()
-    transfer: TransferConfig = TransferConfig()
+    transfer: TransferSettings = TransferSettings()
     server: ServerConfig = ServerConfig()
+    cpu: CpuConfig = CpuConfig()
     ray: RayConfig = RayConfig()
 
     @field_validator("decode")
@@ -149,6 +156,20 @@ class PdserveConfig(_Strict):
         if pool.replicas < 1:
             raise ValueError("the decode pool needs at least one replica")
         return pool
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pool_args_follow_engine_kind(cls, data: Any) -> Any:
+        return pool_args_follow_engine_kind(data, POOLS)
+
+    @model_validator(mode="after")
+    def _pool_args_fit_the_engine(self) -> PdserveConfig:
+        pool_args_problems(self.engine.args, {name: getattr(self, name).engine_args for name in POOLS})
+        return self
+
+    def engine_args_for(self, pool: PoolConfig) -> VllmArgs | SimArgs:
+        """The engine arguments of ``pool``'s workers: ``engine.args`` with the pool's overrides."""
+        return merge_args(self.engine.args, pool.engine_args)
 
 
 class ConfigError(ValueError):

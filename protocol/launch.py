@@ -1,31 +1,69 @@
 """How the orchestrator tells a worker process what to be: a launch spec passed as JSON.
 
 ``EngineSpec`` and ``WorkerLaunchSpec`` cross the process boundary (command line of
-``python -m worker``), so they live here, with a strict JSON round trip.
+``python -m worker``), so they live here, as frozen pydantic models with a strict JSON round trip
+(``to_json``/``from_json``): the worker re-validates everything it is given.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from protocol.engine_args import EngineArgs
 
 
-@dataclass(frozen=True)
-class EngineSpec:
-    """What a worker needs to build its engine. ``args`` are engine keyword arguments as given in the
-    config (for vLLM: ``AsyncEngineArgs`` fields plus pdserve's transfer keys; for sim: the timing
-    profile's fields). Values must be JSON-serialisable."""
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: str
+
+class CpuShare(_Frozen):
+    """A worker's share of its host's cores: slot ``slot`` of ``slots`` workers that split the host,
+    keeping ``frontend_cores`` for the front end while every worker still gets one. The worker turns
+    it into a core list from its own node's cores (``worker.cpu_share``)."""
+
+    slot: int = Field(ge=0)
+    slots: int = Field(ge=1)
+    frontend_cores: int = Field(default=1, ge=0)
+
+
+class EngineSpec(_Frozen):
+    """What a worker needs to build its engine.
+
+    ``args``: the engine's typed arguments (``protocol.engine_args``; their ``kind`` picks the adapter).
+    ``env``: process environment set before the engine starts (NIXL side channel, UCX, vLLM CPU).
+    The rest is what the launcher decides per worker; None leaves the engine's own default:
+
+    * ``lease_timeout_s``: how long a prefill holds a prompt's KV blocks for the decode side (vLLM's
+      ``kv_lease_duration``, default 30 s; for sim, the profile's unless ``args`` sets it).
+    * ``kv_buffer_device``: vLLM only, NixlConnector's ``kv_buffer_device``.
+    * ``events_endpoint``: vLLM only, the ZMQ endpoint its KV events are published on (default: a
+      per-process ipc path).
+    * ``cpu_share``: vLLM on CPU only, the cores this worker computes on (None: vLLM's own binding).
+    * ``handoff_host``, ``link_bandwidth_bytes_per_s``: sim only, the host its handoffs name and its KV
+      link's bandwidth (the profile's unless ``args`` sets them).
+    """
+
     model: str
     worker_id: str
     role: str
-    args: tuple[tuple[str, object], ...] = ()
-    env: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    args: EngineArgs
+    env: tuple[tuple[str, str], ...] = ()
+    lease_timeout_s: float | None = Field(default=None, gt=0)
+    kv_buffer_device: Literal["cpu", "cuda"] = "cpu"
+    events_endpoint: str | None = None
+    handoff_host: str | None = None
+    link_bandwidth_bytes_per_s: float | None = Field(default=None, gt=0)
+    cpu_share: CpuShare | None = None
+
+    @property
+    def kind(self) -> str:
+        """The engine kind (``vllm`` or ``sim``): the adapter ``worker.engine.build_engine`` builds."""
+        return self.args.kind
 
 
-@dataclass(frozen=True)
-class WorkerLaunchSpec:
+class WorkerLaunchSpec(_Frozen):
     """One worker: its id, role (``prefill``/``decode``/``both``), gRPC bind address and engine."""
 
     worker_id: str
@@ -35,19 +73,12 @@ class WorkerLaunchSpec:
     engine: EngineSpec
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        return self.model_dump_json()
 
     @classmethod
     def from_json(cls, text: str) -> WorkerLaunchSpec:
-        raw = json.loads(text)
-        eng = raw["engine"]
-        engine = EngineSpec(
-            kind=eng["kind"], model=eng["model"], worker_id=eng["worker_id"], role=eng["role"],
-            args=tuple((str(k), v) for k, v in eng["args"]),
-            env=tuple((str(k), str(v)) for k, v in eng["env"]),
-        )
-        return cls(worker_id=raw["worker_id"], role=raw["role"], grpc_host=raw["grpc_host"],
-                   grpc_port=int(raw["grpc_port"]), engine=engine)
+        """Parse and validate strictly; raises ``pydantic.ValidationError``."""
+        return cls.model_validate_json(text, strict=True)
 
 
 READY_PREFIX = "PDSERVE_WORKER_READY "

@@ -1,5 +1,7 @@
-"""Process environment for vLLM's NixlConnector: side channel, UCX transports, KV buffer placement.
+"""How KV moves between workers: the transfer settings, and the process environment they give NIXL.
 
+``TransferSettings`` is the config's ``transfer`` section itself (``orchestrator.config``), validated
+when the config loads; the launch plan derives each worker's environment and engine settings from it.
 vLLM reads ``VLLM_NIXL_SIDE_CHANNEL_HOST``/``PORT`` once per process, so each worker process gets its
 own port. On CPU the KV buffer lives in host memory and UCX runs over TCP/shared memory on loopback;
 on GPUs UCX picks RDMA/NVLink (``UCX_TLS`` left to UCX unless configured).
@@ -7,19 +9,37 @@ on GPUs UCX picks RDMA/NVLink (``UCX_TLS`` left to UCX unless configured).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 
-@dataclass(frozen=True)
-class TransferSettings:
-    """How KV moves between workers. ``device`` is ``cpu`` or ``cuda`` (vLLM's kv_buffer_device)."""
+class TransferSettings(BaseModel):
+    """KV transfer settings (frozen; unknown keys fail).
 
-    device: str = "cpu"
+    ``device``: where vLLM's NixlConnector keeps the KV buffer (its ``kv_buffer_device``).
+    ``side_channel_host``: the address NIXL's side channel binds and advertises.
+    ``ucx_tls``/``ucx_net_devices``: ``UCX_TLS``/``UCX_NET_DEVICES`` (None: left to UCX).
+    ``lease_timeout_s``: how long a prefill worker holds a prompt's KV blocks for the decode side
+    (vLLM's ``kv_lease_duration``; the sim engine's ``lease_timeout_s``).
+    ``progress_delay_us``: sleep of NIXL's progress thread per poll (0: busy polling).
+    ``link_bandwidth_gbps``: KV link between hosts, for the decode scorer's transfer cost and the
+    simulated engine's pull time.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    device: Literal["cpu", "cuda"] = "cpu"
     side_channel_host: str = "127.0.0.1"
     ucx_tls: str | None = "tcp,self,sm"
     ucx_net_devices: str | None = "lo"
-    lease_timeout_s: int = 30
-    progress_delay_us: int = 1000
+    lease_timeout_s: int = Field(default=30, ge=1)
+    progress_delay_us: int = Field(default=1000, ge=0)
+    link_bandwidth_gbps: float = Field(default=10.0, gt=0)
+
+    @property
+    def link_bandwidth_bytes_per_s(self) -> float:
+        return self.link_bandwidth_gbps * 1e9 / 8
 
 
 def worker_env(settings: TransferSettings, side_channel_port: int) -> dict[str, str]:
@@ -35,8 +55,3 @@ def worker_env(settings: TransferSettings, side_channel_port: int) -> dict[str, 
     if settings.ucx_net_devices:
         env["UCX_NET_DEVICES"] = settings.ucx_net_devices
     return env
-
-
-def engine_transfer_args(settings: TransferSettings) -> dict[str, object]:
-    """Engine args pdserve's vLLM adapter reads for its KVTransferConfig."""
-    return {"kv_buffer_device": settings.device, "kv_lease_s": settings.lease_timeout_s}

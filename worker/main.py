@@ -1,10 +1,10 @@
 """Worker process entry: ``python -m worker --spec JSON [--spec JSON ...]``.
 
-Sets the process environment each engine needs (before vLLM is imported), builds and starts the
-engines, serves each on its own gRPC port (127.0.0.1 by default), prints one ready line per worker
-(``READY_PREFIX`` + JSON) on stdout, and shuts down cleanly on SIGTERM/SIGINT. Several specs in one
-process are meant for simulated engines (a fleet on one host); a vLLM worker runs alone in its
-process, because NIXL and vLLM read process-wide settings.
+Sets the process environment each engine needs (before vLLM is imported), loads each worker's role
+by name (``worker.roles``), builds and starts the engines, serves each on its own gRPC port (127.0.0.1
+by default), prints one ready line per worker (``READY_PREFIX`` + JSON) on stdout, and shuts down
+cleanly on SIGTERM/SIGINT. Several specs in one process are meant for simulated engines (a fleet on
+one host); a vLLM worker runs alone in its process, because NIXL and vLLM read process-wide settings.
 
 The process asks the kernel to kill it when its parent dies (Linux ``PR_SET_PDEATHSIG``), so a
 worker never outlives the Ray actor that started it.
@@ -39,6 +39,7 @@ async def _serve(specs: list[WorkerLaunchSpec]) -> None:
     from protocol import worker_pb2_grpc as pb_grpc
     from worker.engine import build_engine
     from worker.event_fanout import EventFanout
+    from worker.roles import load_role
     from worker.server import WorkerService
 
     servers: list[grpc.aio.Server] = []
@@ -49,7 +50,8 @@ async def _serve(specs: list[WorkerLaunchSpec]) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        for spec in specs:
+        roles = [load_role(spec.role) for spec in specs]  # an unknown role fails before any engine starts
+        for spec, role in zip(specs, roles, strict=True):
             engine = build_engine(spec.engine)
             engines.append(engine)
             await engine.start()
@@ -60,7 +62,7 @@ async def _serve(specs: list[WorkerLaunchSpec]) -> None:
                                               ("grpc.max_send_message_length", 64 << 20),
                                               ("grpc.so_reuseport", 0)])
             pb_grpc.add_WorkerServicer_to_server(
-                WorkerService(spec.worker_id, spec.role, spec.grpc_host, spec.engine.kind, engine, fanout), server
+                WorkerService(spec.worker_id, role, spec.grpc_host, spec.engine.kind, engine, fanout), server
             )
             port = server.add_insecure_port(f"{spec.grpc_host}:{spec.grpc_port}")
             await server.start()
@@ -89,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     for spec in specs:
         for key, value in spec.engine.env:
             os.environ[key] = value
+        if spec.engine.cpu_share is not None:  # before any thread starts: they inherit the mask
+            from worker.cpu_share import pin
+
+            pin(spec.engine.cpu_share, os.environ)
     asyncio.run(_serve(specs))
     return 0
 

@@ -10,10 +10,12 @@ import pytest
 from conftest import StartWorkers
 from pd_harness import LoopThread, sim_config
 
+from orchestrator.config import ConfigError
 from orchestrator.launch.launchers import LocalLauncher
 from orchestrator.launch.plan import plan_processes
 from orchestrator.launch.process import WorkerStartError
 from orchestrator.pools.client import WorkerClient
+from protocol.sim_profile import PROFILE_DIR
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -51,10 +53,21 @@ def test_workers_start_answer_and_stop(tiny_model_dir: Path, harness_loop: LoopT
     launcher.stop()  # idempotent
 
 
-def test_a_worker_that_cannot_start_fails_the_launch(tiny_model_dir: Path, worker_logs: Path) -> None:
-    config = sim_config(tiny_model_dir, prefill=1, decode=1, engine_args={"no_such_field": 1})
+def test_a_worker_that_cannot_start_fails_the_launch(tiny_model_dir: Path, worker_logs: Path,
+                                                     tmp_path: Path) -> None:
+    # A bad engine arg no longer reaches a worker (the config fails to load), so take away the sim
+    # profile file the config named after the config was validated.
+    profile = tmp_path / "vanishing-profile.yaml"
+    profile.write_text((PROFILE_DIR / "tiny-fast.yaml").read_text())
+    config = sim_config(tiny_model_dir, prefill=1, decode=1, engine_args={"profile": str(profile)})
+    profile.unlink()
     launcher = LocalLauncher()
     with pytest.raises(WorkerStartError) as info:
         launcher.start(plan_processes(config, run_id="bad"), timeout_s=30)
-    assert "no_such_field" in str(info.value)  # the worker's own error, from its log
+    assert "vanishing-profile.yaml: not found" in str(info.value)  # the worker's own error, from its log
     launcher.stop()
+
+
+def test_a_bad_engine_arg_fails_the_config_not_a_worker(tiny_model_dir: Path) -> None:
+    with pytest.raises(ConfigError, match=r"engine.args.no_such_field: Extra inputs are not permitted"):
+        sim_config(tiny_model_dir, prefill=1, decode=1, engine_args={"no_such_field": 1})

@@ -8,6 +8,7 @@ import pytest
 
 from orchestrator.config import PdserveConfig, parse_config
 from orchestrator.launch.plan import ProcessPlan, plan_processes
+from protocol.engine_args import SimArgs, VllmArgs
 from protocol.launch import WorkerLaunchSpec
 
 BASE: dict[str, Any] = {"apiVersion": "pdserve/v1", "model": {"name": "m", "path": "/models/m"}}
@@ -34,14 +35,18 @@ def test_vllm_plan_one_process_per_worker_with_distinct_ports_and_endpoints() ->
     side_ports = [int(dict(w.engine.env)["VLLM_NIXL_SIDE_CHANNEL_PORT"]) for w in specs]
     assert len(set(side_ports)) == len(side_ports) == 5  # distinct across both pools
     assert all(0 < p < 65536 for p in side_ports)
-    endpoints = [str(dict(w.engine.args)["events_endpoint"]) for w in specs]
+    endpoints = [str(w.engine.events_endpoint) for w in specs]
     assert len(set(endpoints)) == 5 and all(e.startswith("ipc://") and "r1" in e for e in endpoints)
     for w in specs:
-        args, env = dict(w.engine.args), dict(w.engine.env)
+        args, env = w.engine.args, dict(w.engine.env)
+        assert isinstance(args, VllmArgs)
         assert w.grpc_host == "127.0.0.1" and w.engine.kind == "vllm" and w.engine.model == "/models/m"
         assert w.engine.worker_id == w.worker_id and w.engine.role == w.role
-        assert args["dtype"] == "float32" and args["kv_buffer_device"] == "cpu" and args["kv_lease_s"] == 30
-        assert args["max_num_seqs"] == (4 if w.role == "prefill" else 16)  # pool args override engine args
+        assert w.engine.kv_buffer_device == "cpu" and w.engine.lease_timeout_s == 30
+        assert w.engine.handoff_host is None and w.engine.link_bandwidth_bytes_per_s is None
+        assert args.dtype == "float32"
+        assert args.max_num_seqs == (4 if w.role == "prefill" else 16)  # pool args override engine args
+        assert args.engine_kwargs() == {"dtype": "float32", "max_num_seqs": args.max_num_seqs}
         assert env["A"] == "1" and env["VLLM_NIXL_SIDE_CHANNEL_HOST"] == "127.0.0.1"
         assert env["UCX_TLS"] == "tcp,self,sm" and env["UCX_NET_DEVICES"] == "lo"
         assert env["PDSERVE_NIXL_PROGRESS_DELAY_US"] == "1000" and env["VLLM_HOST_IP"] == "127.0.0.1"
@@ -49,8 +54,8 @@ def test_vllm_plan_one_process_per_worker_with_distinct_ports_and_endpoints() ->
 
 def test_run_id_keeps_event_endpoints_of_parallel_runs_apart() -> None:
     cfg = config()
-    a = {dict(w.engine.args)["events_endpoint"] for w in workers(plan_processes(cfg, "aaa"))}
-    b = {dict(w.engine.args)["events_endpoint"] for w in workers(plan_processes(cfg, "bbb"))}
+    a = {w.engine.events_endpoint for w in workers(plan_processes(cfg, "aaa"))}
+    b = {w.engine.events_endpoint for w in workers(plan_processes(cfg, "bbb"))}
     assert not a & b
 
 
@@ -59,7 +64,7 @@ def test_transfer_settings_reach_the_worker_env() -> None:
     (w, _) = workers(plan_processes(cfg, "r"))
     env = dict(w.engine.env)
     assert "UCX_TLS" not in env and "UCX_NET_DEVICES" not in env and "PDSERVE_NIXL_PROGRESS_DELAY_US" not in env
-    assert dict(w.engine.args)["kv_lease_s"] == 7
+    assert w.engine.lease_timeout_s == 7
 
 
 @pytest.mark.parametrize(("replicas", "per_process", "sizes"), [
@@ -76,17 +81,30 @@ def test_sim_workers_are_packed(replicas: int, per_process: int, sizes: list[int
     specs = workers(plans)
     assert len(specs) == replicas + 1 and {w.grpc_port for w in specs} == {0}
     for w in specs:
-        args = dict(w.engine.args)
-        assert args["profile"] == "tiny-fast" and args["handoff_host"] == "127.0.0.1"
-        assert args["link_bandwidth_bytes_per_s"] == 10.0 * 1e9 / 8 and args["lease_timeout_s"] == 30.0
-        assert "events_endpoint" not in args and not any(k.startswith("VLLM") for k, _ in w.engine.env)
+        assert w.engine.args == SimArgs(profile="tiny-fast") and w.engine.handoff_host == "127.0.0.1"
+        assert w.engine.link_bandwidth_bytes_per_s == 10.0 * 1e9 / 8 and w.engine.lease_timeout_s == 30.0
+        assert w.engine.events_endpoint is None and not any(k.startswith("VLLM") for k, _ in w.engine.env)
 
 
 def test_sim_args_from_the_config_are_not_overridden() -> None:
+    from worker.engines.sim.profile import profile_for
+
     cfg = config(engine={"kind": "sim", "args": {"profile": "tiny-fast", "lease_timeout_s": 2.0,
-                                                  "handoff_host": "10.0.0.1"}})
+                                                  "handoff_host": "10.0.0.1"}},
+                 prefill={"engine_args": {"link_bandwidth_bytes_per_s": 1.0e+6}})
     for w in workers(plan_processes(cfg, "r")):
-        assert dict(w.engine.args)["lease_timeout_s"] == 2.0 and dict(w.engine.args)["handoff_host"] == "10.0.0.1"
+        profile = profile_for(w.engine)  # what the worker will run with
+        assert profile.lease_timeout_s == 2.0 and profile.handoff_host == "10.0.0.1"
+        assert profile.link_bandwidth_bytes_per_s == (1e6 if w.role == "prefill" else 10.0 * 1e9 / 8)
+        assert profile.block_size == 4  # from the profile file
+
+
+def test_sim_plan_values_override_the_profile_file() -> None:
+    from worker.engines.sim.profile import profile_for
+
+    cfg = config(engine={"kind": "sim", "args": {"profile": "tiny-fast"}}, transfer={"lease_timeout_s": 9})
+    profile = profile_for(workers(plan_processes(cfg, "r", host="127.0.0.5"))[0].engine)
+    assert (profile.lease_timeout_s, profile.handoff_host) == (9.0, "127.0.0.5")  # the file says 5.0, 127.0.0.1
 
 
 def test_colocated_plans_only_both_workers_from_the_decode_pool() -> None:
@@ -108,6 +126,22 @@ def test_resources_follow_the_pool() -> None:
     assert decode.resources.num_gpus == 0.5
 
 
-def test_launch_spec_json_round_trip() -> None:
-    for w in workers(plan_processes(config(engine={"args": {"a": [1, 2], "b": None}}), "r")):
-        assert WorkerLaunchSpec.from_json(w.to_json()) == w
+@pytest.mark.parametrize("engine", [
+    {"args": {"dtype": "float32", "enforce_eager": True, "gpu_memory_utilization": 1}},
+    {"kind": "sim", "args": {"profile": "tiny-fast", "speedup": 20, "handoff_port": 7}},
+    {"kind": "sim"},
+])
+def test_launch_spec_json_round_trip(engine: dict[str, Any]) -> None:
+    for w in workers(plan_processes(config(engine=engine, prefill={"engine_args": {"seed": 3}}), "r")):
+        back = WorkerLaunchSpec.from_json(w.to_json())
+        assert back == w
+        if isinstance(w.engine.args, SimArgs):  # which fields override the profile survives the trip
+            assert isinstance(back.engine.args, SimArgs)
+            assert back.engine.args.overrides() == w.engine.args.overrides()
+
+
+def test_launch_spec_json_is_strict() -> None:
+    (w, _) = workers(plan_processes(config(engine={"kind": "sim", "args": {"speedup": 2}}), "r"))
+    text = w.to_json().replace('"speedup":2.0', '"speedup":"2"')
+    with pytest.raises(ValueError, match="speedup"):
+        WorkerLaunchSpec.from_json(text)

@@ -20,14 +20,14 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from protocol.types import EngineInfo, EngineLoad, KvEventBatch, SamplingSpec
-from transfer.handoff import KVHandoff, remote_decode_request_params
+from protocol.engine_args import VllmArgs
+from protocol.types import EngineInfo, EngineLoad, KvEventBatch, KVHandoff, SamplingSpec
+from transfer.handoff import handoff_from_vllm, handoff_to_vllm, remote_decode_request_params
 from worker.engine import EngineRequest, EngineSpec, TokenDelta, register_engine
 from worker.engines.vllm_events import KvEventSubscriber
 from worker.engines.vllm_stats import LoadTracker, stat_logger_factory
 
-# Keys of EngineSpec.args that pdserve consumes itself rather than passing to AsyncEngineArgs.
-_PDSERVE_KEYS = {"kv_buffer_device", "kv_lease_s", "kv_recompute_threshold", "events_endpoint"}
+DEFAULT_LEASE_TIMEOUT_S = 30.0  # vLLM's own kv_lease_duration default
 
 
 def _finish_reason(output: Any) -> str | None:
@@ -42,16 +42,18 @@ class VllmEngine:
     """One vLLM AsyncLLM. Owns the engine core process it starts; ``shutdown`` stops it."""
 
     def __init__(self, spec: EngineSpec) -> None:
+        if not isinstance(spec.args, VllmArgs):
+            raise TypeError(f"the vllm engine needs vllm engine args, got kind {spec.args.kind!r}")
         self._spec = spec
-        self._args = dict(spec.args)
+        self._args: VllmArgs = spec.args
         self._llm: Any = None
         self._tracker = LoadTracker()
         self._live: set[str] = set()  # request ids submitted and not yet finished or aborted
         self._held_until = 0.0  # wall-clock end of the latest lease on handed-off blocks
         self._subscriber: KvEventSubscriber | None = None
         self._info: EngineInfo | None = None
-        self._lease_s = float(self._args.get("kv_lease_s", 30))  # type: ignore[arg-type]
-        self._events_endpoint = str(self._args.get("events_endpoint", f"ipc:///tmp/pdserve-kv-{os.getpid()}"))
+        self._lease_s = DEFAULT_LEASE_TIMEOUT_S if spec.lease_timeout_s is None else spec.lease_timeout_s
+        self._events_endpoint = spec.events_endpoint or f"ipc:///tmp/pdserve-kv-{os.getpid()}"
         self._topic = "kv"
 
     async def start(self) -> None:
@@ -59,15 +61,14 @@ class VllmEngine:
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        engine_kwargs: dict[str, Any] = {k: v for k, v in self._args.items() if k not in _PDSERVE_KEYS}
         transfer = KVTransferConfig(
             kv_connector="NixlConnector",
             kv_role="kv_both",
-            kv_buffer_device=str(self._args.get("kv_buffer_device", "cpu")),
+            kv_buffer_device=self._spec.kv_buffer_device,
             kv_connector_extra_config={
                 "kv_lease_duration": int(self._lease_s),
                 # Always pull when pdserve chose to disaggregate; pdserve decides short prompts itself.
-                "kv_recompute_threshold": int(self._args.get("kv_recompute_threshold", 0)),  # type: ignore[call-overload]
+                "kv_recompute_threshold": 0,
             },
         )
         events = KVEventsConfig(
@@ -79,7 +80,7 @@ class VllmEngine:
             kv_transfer_config=transfer,
             kv_events_config=events,
             disable_log_stats=False,
-            **engine_kwargs,
+            **self._args.engine_kwargs(),
         )
         self._subscriber = KvEventSubscriber(self._events_endpoint, self._topic)
         self._llm = AsyncLLM.from_engine_args(engine_args, stat_loggers=[stat_logger_factory(self._tracker)])
@@ -121,7 +122,7 @@ class VllmEngine:
         if remote_decode:
             extra["kv_transfer_params"] = remote_decode_request_params()
         elif handoff is not None:
-            extra["kv_transfer_params"] = handoff.to_vllm()
+            extra["kv_transfer_params"] = handoff_to_vllm(handoff)
         return SamplingParams(
             max_tokens=1 if remote_decode else sampling.max_tokens,
             temperature=sampling.temperature,
@@ -155,7 +156,7 @@ class VllmEngine:
                 cached = int(out.num_cached_tokens or 0)
                 handoff = None
                 if out.finished and request.remote_decode and out.kv_transfer_params:
-                    handoff = KVHandoff.from_vllm(
+                    handoff = handoff_from_vllm(
                         out.kv_transfer_params,
                         first_token=first_token,
                         num_cached_tokens=cached,

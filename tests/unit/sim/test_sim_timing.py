@@ -1,12 +1,15 @@
-"""Timing arithmetic and profile loading (YAML base, arg overrides, strict errors)."""
+"""Timing arithmetic and profile loading (YAML base, launcher values, arg overrides, strict errors)."""
 
 from __future__ import annotations
 
-import dataclasses
+from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from worker.engines.sim.profile import SimProfile, load_profile
+from protocol.engine_args import SimArgs
+from protocol.sim_profile import ProfileFileError, known_profiles, read_profile
+from worker.engines.sim.profile import SimProfile
 from worker.engines.sim.timing import StepShape, chunk_attn_pairs, kv_bytes, step_time, transfer_time
 
 P = SimProfile(step_base_s=0.005, prefill_per_token_s=1e-4, prefill_attn_per_pair_s=1e-8,
@@ -33,7 +36,7 @@ def test_step_time_adds_each_term() -> None:
 
 
 def test_speedup_divides_every_duration() -> None:
-    fast = dataclasses.replace(P, speedup=50.0)
+    fast = P.model_copy(update={"speedup": 50.0})
     shape = StepShape(prefill_tokens=64, prefill_attn_pairs=2080, decode_seqs=4, decode_context_tokens=900)
     assert step_time(fast, shape) == pytest.approx(step_time(P, shape) / 50)
     assert transfer_time(fast, 12345) == pytest.approx(transfer_time(P, 12345) / 50)
@@ -46,7 +49,7 @@ def test_transfer_time_is_latency_plus_bytes_over_bandwidth() -> None:
 
 
 def test_llama_profile_is_calibrated_as_documented() -> None:
-    p = load_profile({"profile": "llama-3.1-8b-h100"})
+    p = SimArgs(profile="llama-3.1-8b-h100").resolve()
     assert p.kv_bytes_per_token == 2 * 32 * 8 * 128 * 2 == 131072
     one = step_time(p, StepShape(decode_seqs=1, decode_context_tokens=1000))
     assert 0.005 < one < 0.008  # ~6 ms per token at batch 1 (NIM: ~4.5 ms for a tuned build)
@@ -56,24 +59,47 @@ def test_llama_profile_is_calibrated_as_documented() -> None:
     assert transfer_time(p, 2048 * p.kv_bytes_per_token) < 0.01
 
 
-def test_profile_args_override_yaml_and_alias_is_accepted() -> None:
-    p = load_profile((("profile", "tiny-fast"), ("speedup", 10), ("kv_lease_s", 2)))
+def test_profile_args_override_yaml() -> None:
+    p = SimArgs(profile="tiny-fast", speedup=10, lease_timeout_s=2).resolve()
     assert p.block_size == 4 and p.speedup == 10.0 and p.lease_timeout_s == 2.0
     assert isinstance(p.speedup, float)
-    assert load_profile({}) == SimProfile()
+    assert SimArgs().resolve() == SimProfile()
+
+
+def test_launcher_values_sit_between_the_file_and_the_args() -> None:
+    p = SimArgs(profile="tiny-fast", handoff_host="10.0.0.1").resolve({"lease_timeout_s": 9.0, "handoff_host": "h"})
+    assert (p.lease_timeout_s, p.handoff_host, p.block_size) == (9.0, "10.0.0.1", 4)
 
 
 def test_profile_errors_are_reported_together() -> None:
-    with pytest.raises(ValueError) as err:
-        load_profile({"profile": "tiny-fast", "bogus": 1, "block_size": "4", "speedup": "1e8"})
-    text = str(err.value)
-    assert "bogus" in text and "block_size: expected int" in text and "write 1.0e+8" in text
-    with pytest.raises(ValueError, match="not found"):
-        load_profile({"profile": "no-such-profile"})
-    with pytest.raises(ValueError, match="num_blocks: must be > 0"):
-        load_profile({"num_blocks": 0})
-    with pytest.raises(ValueError, match="expected bool"):
-        load_profile({"enable_prefix_caching": 1})
+    with pytest.raises(ValidationError) as err:
+        SimArgs.model_validate({"profile": "tiny-fast", "bogus": 1, "block_size": "4", "speedup": "1e8"})
+    assert sorted(e["loc"][0] for e in err.value.errors()) == ["block_size", "bogus", "speedup"]
+    with pytest.raises(ValidationError, match="not found"):
+        SimArgs(profile="no-such-profile")
+    with pytest.raises(ValidationError, match="greater than 0"):
+        SimArgs(num_blocks=0)
+    with pytest.raises(ValidationError, match="valid boolean"):
+        SimArgs.model_validate({"enable_prefix_caching": 1})
+    with pytest.raises(ValidationError, match="eos_token_id 5 must be < vocab_size 5"):
+        SimArgs(vocab_size=5, eos_token_id=5).resolve()
+
+
+def test_a_profile_file_is_checked_on_its_own(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("apiVersion: pdserve.sim/v2\nblock_size: 4\nbogus: 1\nvocab_size: 10\neos_token_id: 10\n")
+    with pytest.raises(ProfileFileError) as err:
+        read_profile(str(path))
+    assert err.value.problems == ["apiVersion: must be 'pdserve.sim/v1', got 'pdserve.sim/v2'",
+                                  "bogus: Extra inputs are not permitted"]
+    path.write_text("vocab_size: 10\neos_token_id: 10\n")
+    with pytest.raises(ProfileFileError, match="eos_token_id 10 must be < vocab_size 10"):
+        read_profile(str(path))
+
+
+@pytest.mark.parametrize("name", known_profiles())
+def test_shipped_profiles_are_valid(name: str) -> None:
+    assert SimProfile.model_validate(read_profile(name))
 
 
 def test_effective_max_model_len_fits_the_pool() -> None:

@@ -1,13 +1,13 @@
 """The simulated engine (kind ``sim``): a timing model of a vLLM engine with a real block manager,
 prefix cache, LRU eviction and KV events, cheap enough to run a fleet of them in one process.
 
-Modules, in pipeline order: ``profile`` (the frozen profile and its YAML loading), ``block_manager``,
-``scheduler``, ``timing``, ``engine`` (the synchronous core), ``adapter`` (the asyncio
-``EngineAdapter``, registered here by importing it).
+Modules, in pipeline order: ``profile`` (the profile a spec gives; its schema and YAML files are in
+``protocol.sim_profile``), ``block_manager``, ``scheduler``, ``timing``, ``engine`` (the synchronous
+core), ``adapter`` (the asyncio ``EngineAdapter``, registered here by importing it).
 """
 
 from worker.engines.sim.adapter import KvPullError, SimEngine
 from worker.engines.sim.block_manager import BlockManager, block_hash
-from worker.engines.sim.profile import SimProfile, load_profile
+from worker.engines.sim.profile import SimProfile, profile_for
 
-__all__ = ["BlockManager", "KvPullError", "SimEngine", "SimProfile", "block_hash", "load_profile"]
+__all__ = ["BlockManager", "KvPullError", "SimEngine", "SimProfile", "block_hash", "profile_for"]

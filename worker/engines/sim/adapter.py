@@ -24,11 +24,10 @@ import weakref
 from collections import deque
 from collections.abc import AsyncIterator
 
-from protocol.types import EngineInfo, EngineLoad, KvEventBatch
-from transfer.handoff import KVHandoff
+from protocol.types import EngineInfo, EngineLoad, KvEventBatch, KVHandoff
 from worker.engine import EngineRequest, EngineSpec, TokenDelta, register_engine
 from worker.engines.sim.engine import Output, SimEngineCore
-from worker.engines.sim.profile import load_profile
+from worker.engines.sim.profile import profile_for
 from worker.engines.sim.scheduler import Pull
 from worker.engines.sim.timing import kv_bytes, transfer_time
 
@@ -82,11 +81,11 @@ class _Stream:
 
 @register_engine("sim")
 class SimEngine:
-    """A simulated vLLM engine (see the module docstring); args: ``SimProfile`` fields + ``profile``."""
+    """A simulated vLLM engine (see the module docstring), built from ``SimArgs`` (``profile_for``)."""
 
     def __init__(self, spec: EngineSpec) -> None:
         self.spec = spec
-        self.profile = load_profile(spec.args)
+        self.profile = profile_for(spec)
         self.core = SimEngineCore(self.profile)
         self.engine_id = spec.worker_id
         self._streams: dict[str, _Stream] = {}
@@ -176,12 +175,6 @@ class SimEngine:
         if released:
             self._wake.set()
         return released
-
-    def reset_prefix_cache(self) -> bool:
-        """Drop the prefix cache (publishes ``AllBlocksCleared``); False while any block is in use."""
-        done = self.core.blocks.reset()
-        self._publish_events()
-        return done
 
     # ----------------------------------------------------------------- the loop
     async def _run(self) -> None:

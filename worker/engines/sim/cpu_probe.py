@@ -18,15 +18,16 @@ import itertools
 import random
 import time
 
+from protocol.engine_args import SimArgs
 from protocol.types import SamplingSpec
 from worker.engine import EngineRequest, EngineSpec, build_engine
 from worker.engines.sim.adapter import SimEngine
 
 
-def _engines(n: int, role: str, args: tuple[tuple[str, object], ...]) -> list[SimEngine]:
+def _engines(n: int, role: str, args: SimArgs) -> list[SimEngine]:
     out = []
     for i in range(n):
-        engine = build_engine(EngineSpec(kind="sim", model="", worker_id=f"{role}-{i}", role=role, args=args))
+        engine = build_engine(EngineSpec(model="", worker_id=f"{role}-{i}", role=role, args=args))
         assert isinstance(engine, SimEngine)
         out.append(engine)
     return out
@@ -47,7 +48,7 @@ async def _measure(seconds: float) -> tuple[float, float]:
 
 
 async def main(opts: argparse.Namespace) -> None:
-    args: tuple[tuple[str, object], ...] = (("profile", opts.profile), ("speedup", opts.speedup))
+    args = SimArgs(profile=opts.profile, speedup=opts.speedup)
     prefill, decode = _engines(opts.engines, "prefill", args), _engines(opts.engines, "decode", args)
     for e in prefill + decode:
         await e.start()
