@@ -22,8 +22,8 @@ lint:
 proto:            ## regenerate protocol/worker_pb2*.py from protocol/worker.proto
 	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. protocol/worker.proto
 
-bench:            ## benchmark suites (see bench/README.md)
-	bash bench/run_all.sh
+bench:            ## regenerate the committed benchmark results, routing and fleet (long; see bench/README.md)
+	PY=$(PY) bash bench/run_all.sh
 
 clean:
 	rm -rf .venv build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,4 +1,4 @@
-"""pdserve bench: a load generator and reporter for any OpenAI-compatible streaming endpoint.
+"""pdserve-bench: a load generator and reporter for any OpenAI-compatible streaming endpoint.
 
 Layers, each in its own module:
 
@@ -11,5 +11,5 @@ Layers, each in its own module:
 * ``plan``        which runs happen in which order (targets interleaved)
 * ``metrics``     pure arithmetic on records: latencies, percentiles, throughput, hit rate, goodput
 * ``report`` / ``output`` / ``plots``  text tables, JSON/CSV files, PNG figures
-* ``cli``         ``pdserve bench ...`` (``bench.cli.main``)
+* ``cli``         ``pdserve-bench ...`` (``bench.cli.main``; also ``python -m bench ...``)
 """

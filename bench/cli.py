@@ -1,11 +1,11 @@
-"""``pdserve bench``: parse, run the plan, summarise, write files, print tables.
+"""``pdserve-bench``: parse, run the plan, summarise, write files, print tables.
 
 Examples (any OpenAI-compatible server; pdserve's routing headers are reported when present)::
 
-    pdserve bench --target pd=http://127.0.0.1:8000 --workload chat --num-requests 200 --concurrency 8
-    pdserve bench --target pd=http://127.0.0.1:8000 --target vllm=http://127.0.0.1:8100 \
+    pdserve-bench --target pd=http://127.0.0.1:8000 --workload chat --num-requests 200 --concurrency 8
+    pdserve-bench --target pd=http://127.0.0.1:8000 --target vllm=http://127.0.0.1:8100 \
         --workload docqa --num-requests 200 --concurrency 1,4,16
-    pdserve bench --target pd=http://127.0.0.1:8000 --workload mix --num-requests 300 \
+    pdserve-bench --target pd=http://127.0.0.1:8000 --workload mix --num-requests 300 \
         --rate 1,2,4,8 --slo-ttft-ms 500 --slo-tpot-ms 50
 
 Exit status: 0 when at least one request succeeded, 1 when none did (or the targets could not be
@@ -31,15 +31,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = replace(from_args(ns), argv=tuple(sys.argv[1:] if argv is None else argv))
     except ValueError as e:
         parser.print_usage(sys.stderr)
-        print(f"pdserve bench: error: {e}", file=sys.stderr)
+        print(f"pdserve-bench: error: {e}", file=sys.stderr)
         return 2
     try:
         outcome = asyncio.run(execute(config))
     except RuntimeError as e:
-        print(f"pdserve bench: error: {e}", file=sys.stderr)
+        print(f"pdserve-bench: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("pdserve bench: interrupted", file=sys.stderr)
+        print("pdserve-bench: interrupted", file=sys.stderr)
         return 130
 
     order = {t.name: i for i, t in enumerate(config.targets)}

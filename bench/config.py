@@ -25,15 +25,15 @@ SWEEP_FLAGS = {"closed": "concurrency", "poisson": "rate", "burst": "burst_size"
 
 EXAMPLES = """examples:
   single target, closed loop at concurrency 8:
-    pdserve bench --target pd=http://127.0.0.1:8000 --workload chat --num-requests 200 --concurrency 8
+    pdserve-bench --target pd=http://127.0.0.1:8000 --workload chat --num-requests 200 --concurrency 8
   two targets compared on one workload (ratios vs the first):
-    pdserve bench --target pd=http://127.0.0.1:8000 --target vllm=http://127.0.0.1:8100 \\
+    pdserve-bench --target pd=http://127.0.0.1:8000 --target vllm=http://127.0.0.1:8100 \\
       --workload docqa --num-requests 200 --concurrency 1,4,16
   Poisson rate sweep with SLO goodput (DistServe):
-    pdserve bench --target pd=http://127.0.0.1:8000 --workload mix --num-requests 300 \\
+    pdserve-bench --target pd=http://127.0.0.1:8000 --workload mix --num-requests 300 \\
       --rate 1,2,4,8 --slo-ttft-ms 500 --slo-tpot-ms 50
   trace replay at twice its speed:
-    pdserve bench --target pd=http://127.0.0.1:8000 --workload trace \\
+    pdserve-bench --target pd=http://127.0.0.1:8000 --workload trace \\
       --trace bench/workloads/traces/sample.jsonl --load trace --time-scale 2
 
 files written to --out: records.json, records.csv, summary.json, summary.csv,
@@ -65,7 +65,7 @@ class BenchConfig:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="pdserve bench",
+        prog="pdserve-bench",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EXAMPLES,
         description="Benchmark OpenAI-compatible streaming endpoints: TTFT, TPOT, ITL, throughput, "

@@ -32,7 +32,7 @@ class Outcome:
 
 
 def _log(msg: str) -> None:
-    print(f"[pdserve bench] {msg}", file=sys.stderr, flush=True)
+    print(f"[pdserve-bench] {msg}", file=sys.stderr, flush=True)
 
 
 async def resolve_models(client: httpx.AsyncClient, config: BenchConfig) -> dict[str, str]:

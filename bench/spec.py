@@ -62,6 +62,3 @@ class RequestSpec:
     def with_arrival(self, arrival_s: float | None) -> RequestSpec:
         """A copy sent at ``arrival_s`` seconds after the run starts."""
         return replace(self, arrival_s=arrival_s)
-
-    def with_max_tokens(self, max_tokens: int) -> RequestSpec:
-        return replace(self, max_tokens=max_tokens)

@@ -1,4 +1,7 @@
-"""``pdserve``: ``up`` (launch pools + front end), ``model prepare``, ``bench``, ``config check``.
+"""``pdserve``: ``up`` (launch pools + front end), ``model prepare``, ``config check``.
+
+The load generator is its own command, ``pdserve-bench`` (``python -m bench``): the orchestrator never
+imports ``bench``; ``pdserve bench`` only points there.
 
 ``pdserve up --config FILE`` connects to a Ray cluster when ``--ray-address`` (or ``RAY_ADDRESS``, as
 under ``ray job submit``) is given, otherwise starts an embedded single-node Ray on 127.0.0.1; starts
@@ -20,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 log = logging.getLogger("pdserve")
+BENCH_MOVED = "the load generator is `pdserve-bench ARGS...` (or `python -m bench ARGS...`)"
 
 
 def _prepare_model(config) -> None:  # type: ignore[no-untyped-def]
@@ -57,11 +61,12 @@ class _Server:
 async def _serve(config, endpoints, ready_file: str | None) -> None:  # type: ignore[no-untyped-def]
     from orchestrator.api.app import create_app
     from orchestrator.api.text import Tokenizer
+    from orchestrator.frontend import Frontend
     from orchestrator.service import Service
 
     service = await Service.connect(config, endpoints)
     tokenizer = Tokenizer(str(config.model.resolved_path))
-    server = _Server(create_app(service, tokenizer), config.server.host, config.server.port)
+    server = _Server(create_app(Frontend(service), tokenizer), config.server.host, config.server.port)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, lambda: setattr(server.server, "should_exit", True))
@@ -168,17 +173,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("config")
     check.add_argument("--set", action="append", metavar="KEY=VALUE")
     check.set_defaults(func=cmd_config_check)
-    bench = sub.add_parser("bench", help="benchmark any OpenAI-compatible endpoint", add_help=False)
-    bench.set_defaults(func=None)
+    sub.add_parser("bench", help=f"moved: {BENCH_MOVED}", add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:
-        from bench.cli import main as bench_main
-
-        return bench_main(argv[1:])
+        print(f"pdserve bench: {BENCH_MOVED}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=os.environ.get("PDSERVE_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)

@@ -19,7 +19,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from orchestrator.scheduler.hit_accounting import HitTally
+from bench.routing.hit_accounting import HitTally
 from orchestrator.scheduler.request import WorkerState
 from orchestrator.scheduler.router import Router
 from protocol.types import BlockRemoved, KvEventBatch

@@ -1,12 +1,13 @@
 """Helpers shared by the benchmark suite drivers in ``bench/suites``.
 
-* ``serve``: a context manager that starts ``pdserve up`` (or any server command) in its own process
-  session on 127.0.0.1, waits until it is ready, yields its URL and stops exactly that session (SIGINT to
-  the group, then SIGTERM, then SIGKILL). ``pdserve up`` stops the worker processes it started.
+* ``serve_pdserve``: a context manager that starts ``pdserve up`` in its own process session on
+  127.0.0.1, waits until it is ready, yields its URL and stops exactly that session (SIGINT to the group,
+  then SIGTERM, then SIGKILL). ``pdserve up`` stops the worker processes it started.
 * ``CpuSampler``: samples, once a second, the host's busy fraction (``/proc/stat``, all cores) and the CPU
   used by a process tree (the server and its workers), so a result can say whether the simulated fleet
   kept up or the 2-core host was saturated.
-* ``bench``: runs ``bench.cli.main`` in this process with the argument list given.
+* ``bench``: runs the load generator (``pdserve-bench``, ``bench.cli.main``) in this process with the
+  argument list given.
 
 Everything is bounded: servers must be ready within ``ready_timeout_s``; samplers stop with their context.
 """
@@ -26,8 +27,6 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -156,7 +155,8 @@ class Running:
                 self.proc.wait(timeout=wait)
 
 
-def _tail(path: Path, n: int = 40) -> str:
+def log_tail(path: Path, n: int = 40) -> str:
+    """The last ``n`` lines of a server log, for an error message."""
     with contextlib.suppress(OSError):
         return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
     return ""
@@ -182,7 +182,7 @@ def serve_pdserve(config: str, overrides: Sequence[str] = (), log_path: Path | N
         deadline = time.monotonic() + ready_timeout_s
         while not ready.exists():
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"pdserve up did not become ready:\n{_tail(log_path)}")
+                raise RuntimeError(f"pdserve up did not become ready:\n{log_tail(log_path)}")
             time.sleep(0.5)
         time.sleep(0.2)
         running.url = ready.read_text().strip()
@@ -193,41 +193,12 @@ def serve_pdserve(config: str, overrides: Sequence[str] = (), log_path: Path | N
         log(f"stopped pid {proc.pid}")
 
 
-@contextlib.contextmanager
-def serve_vllm(model: str, port: int, args: Sequence[str], env: dict[str, str] | None = None,
-               log_path: Path | None = None, ready_timeout_s: float = 600.0) -> Iterator[Running]:
-    """A plain single vLLM OpenAI server on 127.0.0.1:PORT in its own session."""
-    log_path = log_path or Path(tempfile.mkdtemp(prefix="vllm-suite-")) / "server.log"
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
-           "--host", "127.0.0.1", "--port", str(port), *args]
-    log("start: " + " ".join(cmd[1:]))
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "VLLM_HOST_IP": "127.0.0.1", **(env or {})}
-    with open(log_path, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                env=full_env)
-    running = Running(proc, f"http://127.0.0.1:{port}", log_path)
-    try:
-        deadline = time.monotonic() + ready_timeout_s
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"vLLM did not become ready:\n{_tail(log_path)}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{running.url}/v1/models", timeout=2).status_code == 200:
-                    break
-            time.sleep(1.0)
-        log(f"ready at {running.url} (pid {proc.pid})")
-        yield running
-    finally:
-        running.stop()
-        log(f"stopped pid {proc.pid}")
-
-
 # --------------------------------------------------------------------------- running the client
 def bench(argv: Sequence[str]) -> int:
-    """``pdserve bench ARGV`` in this process; returns its exit status."""
+    """``pdserve-bench ARGV`` in this process; returns its exit status."""
     from bench.cli import main
 
-    log("pdserve bench " + " ".join(argv))
+    log("pdserve-bench " + " ".join(argv))
     return main(list(argv))
 
 

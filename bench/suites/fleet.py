@@ -1,12 +1,12 @@
 """Suite (a): prefill routing policies on the simulated 64-worker fleet (``configs/sim-64.yaml``).
 
 For every workload x load point x policy: a fresh ``pdserve up`` (so no run inherits another's prefix
-caches), one open-loop Poisson run of ``pdserve bench``, the host's CPU sampled meanwhile; then the server
+caches), one open-loop Poisson run of ``pdserve-bench``, the host's CPU sampled meanwhile; then the server
 is stopped. With ``--attempts 2`` a run during which the host was saturated is tried again (the attempt
 with the lower host load is kept; both are recorded). ``python -m bench.suites.fleet_report`` turns the
 runs into tables and plots (in H100 time: wall-clock latency x speedup, rate / speedup).
 
-    python -m bench.suites.fleet --out bench/results/fleet            # the committed run (~30 min)
+    python -m bench.suites.fleet --out bench/results/fleet            # the committed run (30 runs, ~45 min)
     python -m bench.suites.fleet --out /tmp/fleet --points 4@0.05 --policies round_robin,kv_aware --workloads chat
 """
 
@@ -57,7 +57,7 @@ def run_one(out: Path, workload: str, rate: str, policy: str, speedup: float, ma
         assert cpu.report is not None
         write_json(run_dir / "cpu.json", cpu.report)
         info = {"dir": str(run_dir.relative_to(out)), "rc": rc, "overrides": overrides,
-                "argv": ["pdserve", "bench", *argv], "host_busy_mean": cpu.report.host_busy_mean,
+                "argv": ["pdserve-bench", *argv], "host_busy_mean": cpu.report.host_busy_mean,
                 "host_busy_p90": cpu.report.host_busy_p90, "server_cores_mean": cpu.report.server_cores_mean,
                 "git": git_state(), "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
         tried.append(info)

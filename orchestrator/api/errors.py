@@ -1,4 +1,10 @@
-"""OpenAI-style errors: ``{"error": {"message", "type", "param", "code"}}`` with the right status."""
+"""OpenAI-style errors: ``{"error": {"message", "type", "param", "code"}}`` with the right status, and
+the mapping of the service's failures (``orchestrator.errors``) onto them.
+
+A failure upstream of HTTP becomes: ``NoHealthyWorker`` -> 503 ``no_healthy_worker``; ``WorkerError``
+-> 502 ``worker_failed`` (504 ``worker_timeout`` when the worker did not answer in time); the request's
+own deadline (``TimeoutError``) -> 504 ``worker_timeout``.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,11 @@ from dataclasses import dataclass
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+
+from orchestrator.errors import NoHealthyWorker, WorkerError
+from orchestrator.frontend import Outcome
+
+UpstreamFailure = NoHealthyWorker | WorkerError | TimeoutError
 
 
 @dataclass
@@ -36,6 +47,24 @@ def unavailable(message: str) -> APIError:
 def upstream_failed(message: str, timeout: bool = False) -> APIError:
     return APIError(504 if timeout else 502, message, "upstream_error", None,
                     "worker_timeout" if timeout else "worker_failed")
+
+
+def upstream_error(exc: UpstreamFailure, stage: str, request_timeout_s: float) -> APIError:
+    """The error answered for ``exc``, met while ``stage`` (``Prefill`` or ``Decode``) ran."""
+    if isinstance(exc, NoHealthyWorker):
+        return unavailable(f"No healthy worker can take the request: {exc}")
+    if isinstance(exc, WorkerError):
+        return upstream_failed(f"{stage} failed: {exc}", exc.timed_out)
+    return upstream_failed(f"The request did not finish within server.request_timeout_s ({request_timeout_s:g}s).",
+                           True)
+
+
+def outcome_of(exc: UpstreamFailure) -> Outcome:
+    """The outcome a request answered with ``upstream_error(exc, ...)`` is counted under (a worker that
+    timed out counts as 502, only the request's own deadline as 504)."""
+    if isinstance(exc, NoHealthyWorker):
+        return "503"
+    return "502" if isinstance(exc, WorkerError) else "504"
 
 
 async def api_error_handler(request: Request, exc: Exception) -> JSONResponse:

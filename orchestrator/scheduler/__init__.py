@@ -15,7 +15,6 @@ from .approx_index import ApproxPrefixIndex
 from .decision import Decision, NoEligibleWorker
 from .disagg_policy import DisaggDecision, DisaggPolicy
 from .hashing import block_hash_list, block_hashes, make_salt
-from .hit_accounting import HitTally
 from .links import LinkTable
 from .pipeline import Pipeline
 from .plugin import PluginEnv
@@ -27,7 +26,7 @@ from .router import PrefixMatcher, Router
 
 __all__ = [
     "FILTERS", "PICKERS", "PRESETS", "REASONS", "SCORERS", "ApplyResult", "ApproxPrefixIndex", "Decision",
-    "DisaggDecision", "DisaggPolicy", "HitTally", "IndexStats", "LinkTable", "NoEligibleWorker", "Pipeline",
+    "DisaggDecision", "DisaggPolicy", "IndexStats", "LinkTable", "NoEligibleWorker", "Pipeline",
     "PluginEnv", "PoolProfile", "PrefixIndex", "PrefixMatcher", "RouteRequest", "Router", "WorkerState",
     "block_hash_list", "block_hashes", "build_pipeline", "make_salt", "preset",
 ]

@@ -78,10 +78,6 @@ class MaskTable:
         """Clear ``bit`` on every hash given; returns how many were set."""
         return sum(self.discard(h, bit) for h in block_hashes)
 
-    def holds(self, worker_id: str, block_hash: int) -> bool:
-        slot = self._slot_of.get(worker_id)
-        return slot is not None and bool(self._masks.get(block_hash, 0) >> slot & 1)
-
     @property
     def num_hashes(self) -> int:
         """Distinct block hashes held by at least one worker."""

@@ -1,4 +1,4 @@
-"""``pdserve bench`` against a plain vLLM OpenAI server (the tiny model on CPU): the client measures a
+"""``pdserve-bench`` against a plain vLLM OpenAI server (the tiny model on CPU): the client measures a
 real streaming server end to end and writes every result file."""
 
 from __future__ import annotations

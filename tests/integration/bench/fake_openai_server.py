@@ -1,7 +1,7 @@
 """TEST FIXTURE for the benchmark *client*: a fake OpenAI-compatible streaming server.
 
 It is not a model server and not part of pdserve. It streams ``max_tokens`` tokens with known timing
-so the tests can check what ``pdserve bench`` measures:
+so the tests can check what ``pdserve-bench`` measures:
 
 * first token ``ttft_s`` after the request arrives (a role-only chunk is sent at once, to check that
   TTFT waits for the first chunk carrying text); with ``prefill_slots`` set, at most that many

@@ -1,4 +1,4 @@
-"""Conditional disaggregation, hit accounting, link table, hash ring, and the Router facade."""
+"""Conditional disaggregation, link table, hash ring, and the Router facade."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from sched_helpers import request
 from orchestrator.scheduler.approx_index import ApproxPrefixIndex
 from orchestrator.scheduler.disagg_policy import DisaggPolicy
 from orchestrator.scheduler.hashing import block_hash_list, make_salt
-from orchestrator.scheduler.hit_accounting import HitTally
 from orchestrator.scheduler.links import LinkTable
 from orchestrator.scheduler.prefix_index import PrefixIndex
 from orchestrator.scheduler.profiles import PRESETS, build_pipeline
@@ -41,19 +40,6 @@ def test_disagg_table(case, blocks, match, prefill, decode, mode, reason) -> Non
 def test_disagg_rule_can_be_disabled() -> None:
     policy = DisaggPolicy(min_remote_tokens=0, local_when_prefill_saturated=False)
     assert policy.decide(request(blocks=1), {}, [FULL], [W("d")]).mode == "remote"
-
-
-def test_hit_tally_is_a_ratio_of_sums() -> None:
-    tally = HitTally().add(prompt_tokens=16, predicted_tokens=16, observed_tokens=16)
-    tally = tally.add(prompt_tokens=1600, predicted_tokens=1600, observed_tokens=0)
-    # mean of ratios would be 0.5; the block-weighted ratio of sums is 16 / 1616
-    assert tally.observed_hit_rate == pytest.approx(16 / 1616)
-    assert tally.realised_ratio == pytest.approx(16 / 1616)
-    assert tally.overprediction_rate == pytest.approx(1600 / 1616)
-    assert tally.merge(tally).astuple() == tuple(2 * x for x in tally.astuple())
-    assert HitTally().realised_ratio == 0.0
-    with pytest.raises(ValueError):
-        tally.add(prompt_tokens=1, predicted_tokens=-1, observed_tokens=0)
 
 
 def test_link_table() -> None:

@@ -87,9 +87,6 @@ class BlockManager:
     def has(self, seq_id: str) -> bool:
         return seq_id in self._tables
 
-    def seq_ids(self) -> tuple[str, ...]:
-        return tuple(self._tables)
-
     def block_table(self, seq_id: str) -> tuple[int, ...]:
         """The block ids of ``seq_id`` in token order; ``KeyError`` if it holds none."""
         return tuple(self._tables[seq_id])

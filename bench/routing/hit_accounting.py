@@ -1,4 +1,6 @@
-"""Prefix-hit accounting: what the router predicted would be cached versus what the engine reported.
+"""Prefix-hit accounting for the routing benchmarks: what the router predicted would be cached versus
+what the engine reported. (The orchestrator itself counts both as Prometheus sums,
+``pdserve_cached_tokens_total{source="predicted"|"observed"}``.)
 
 Totals are sums of tokens over requests, so every rate is a ratio of sums (a long prompt weighs in by its
 blocks), never a mean of per-request ratios.

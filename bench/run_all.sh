@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Regenerate the committed benchmark results under bench/results/ (see bench/README.md): the suites
+# whose drivers and results are both committed, routing and fleet. Long (one to two hours on the
+# 2-core development VM) and not part of CI. Every step is bounded: it has a wall-clock limit below (SIGINT
+# at the limit, SIGKILL 120 s later); the fleet driver starts each server in its own process session and
+# stops it, and every client run has a request count, a sending duration and a per-request timeout.
+# Run from anywhere: `make bench` or `bash bench/run_all.sh`.
+#   SUITES=routing        bash bench/run_all.sh    # a subset (known: routing fleet)
+#   OUT=/tmp/results      bash bench/run_all.sh    # somewhere else than bench/results
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+OUT=${OUT:-bench/results}
+SUITES=${SUITES:-"routing fleet"}
+
+failed=()
+step() {  # step NAME LIMIT_SECONDS CMD...: run one bounded step; on failure note it and go on
+    local name=$1 limit=$2
+    shift 2
+    echo "=== $name (limit ${limit}s): $*"
+    if ! timeout --signal=INT --kill-after=120 "$limit" "$@"; then
+        echo "=== $name FAILED or timed out" >&2
+        failed+=("$name")
+    fi
+}
+
+for suite in $SUITES; do
+    case $suite in
+        routing)  # the scheduler core alone, no engines (bench/results/routing/README.md)
+            step routing-latency 900 "$PY" -m bench.routing.decision_latency --out "$OUT/routing/decision_latency.json"
+            step routing-multiturn 1800 "$PY" -m bench.routing.multiturn --out "$OUT/routing/multiturn_events.json"
+            step routing-multiturn-approx 1800 "$PY" -m bench.routing.multiturn --approx \
+                --out "$OUT/routing/multiturn_approx.json"
+            step routing-multiturn-qb2 1800 "$PY" -m bench.routing.multiturn --queue-bound 2 \
+                --out "$OUT/routing/multiturn_events_qb2.json"
+            ;;
+        fleet)    # prefill policies on the simulated 64-worker fleet (bench/results/fleet/README.md)
+            # 30 runs (2 workloads x 3 load points x 5 policies), a fresh 64-worker server each: ~45 min
+            step fleet 5400 "$PY" -m bench.suites.fleet --out "$OUT/fleet"
+            step fleet-report 600 "$PY" -m bench.suites.fleet_report --out "$OUT/fleet"
+            ;;
+        *) echo "unknown suite $suite (known: routing fleet)" >&2; exit 2 ;;
+    esac
+done
+
+if ((${#failed[@]})); then
+    echo "failed steps: ${failed[*]}" >&2
+    exit 1
+fi
+echo "all suites done; results under $OUT"

@@ -1,0 +1,67 @@
+"""From a validated request body to the flow's request, before anything is sent to a worker.
+
+The prompt is tokenized once here (the chat template for chat, the text or the token ids for a
+completion), checked against the model's context length, and the sampling spec is filled in
+(``max_tokens`` defaults to the rest of the context). Every problem is an ``APIError`` (400, or 404 for
+another model's name).
+"""
+
+from __future__ import annotations
+
+from orchestrator.api.errors import bad_request, not_found_model
+from orchestrator.api.schemas import ChatCompletionRequest, CompletionRequest
+from orchestrator.api.text import Tokenizer
+from orchestrator.frontend import FlowRequest, ModelCard
+from protocol.types import SamplingSpec
+
+Body = ChatCompletionRequest | CompletionRequest
+
+
+def chat_prompt(body: ChatCompletionRequest, tokenizer: Tokenizer) -> list[int]:
+    """The chat template applied to the messages (``developer`` is sent as ``system``), tokenized."""
+    messages = [{"role": m.role if m.role != "developer" else "system", "content": m.text()}
+                for m in body.messages]
+    return tokenizer.chat_prompt(messages)
+
+
+def completion_prompt(body: CompletionRequest, tokenizer: Tokenizer) -> list[int]:
+    """The prompt's token ids: the text tokenized, or the ids given (each in the vocabulary). Never empty."""
+    if isinstance(body.prompt, str):
+        prompt = tokenizer.encode(body.prompt)
+    else:
+        prompt = [int(t) for t in body.prompt]
+        if any(t < 0 for t in prompt):
+            raise bad_request("prompt token ids must be non-negative", "prompt")
+        if any(t >= tokenizer.vocab_size for t in prompt):
+            raise bad_request(f"Token id {max(prompt)} is out of vocabulary (the model's token ids are below "
+                              f"{tokenizer.vocab_size}).", "prompt")
+    if not prompt:
+        raise bad_request("the prompt is empty", "prompt")
+    return prompt
+
+
+def sampling_spec(body: Body, prompt_len: int, max_len: int, eos_token_id: int | None) -> SamplingSpec:
+    """The sampling spec of ``body`` for a prompt of ``prompt_len`` tokens; 400 when prompt and requested
+    completion do not fit in ``max_len`` tokens."""
+    requested = body.requested_max_tokens()
+    if prompt_len >= max_len:
+        raise bad_request(f"The prompt has {prompt_len} tokens; this model's context is {max_len} tokens.",
+                          "messages", "context_length_exceeded")
+    if requested is not None and prompt_len + requested > max_len:
+        raise bad_request(f"This model's maximum context length is {max_len} tokens. However, you requested "
+                          f"{prompt_len + requested} tokens ({prompt_len} in the prompt, {requested} for the "
+                          "completion).", "max_tokens", "context_length_exceeded")
+    max_tokens = requested if requested is not None else max_len - prompt_len
+    stop_ids = () if eos_token_id is None or body.ignore_eos else (eos_token_id,)
+    return SamplingSpec(max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p,
+                        seed=body.seed, stop_token_ids=stop_ids, ignore_eos=body.ignore_eos)
+
+
+def flow_request(body: Body, prompt: list[int], request_id: str, session_key: str | None, model: ModelCard,
+                 tokenizer: Tokenizer) -> FlowRequest:
+    """The flow's request for ``body`` and its tokenized ``prompt``; 404 when it names another model."""
+    if body.model != model.name:
+        raise not_found_model(body.model)
+    spec = sampling_spec(body, len(prompt), model.max_model_len, tokenizer.eos_token_id)
+    return FlowRequest(request_id=request_id, prompt=tuple(prompt), sampling=spec, cache_salt=body.cache_salt,
+                       session_key=session_key or body.user)

@@ -1,0 +1,98 @@
+"""The HTTP handlers: /v1/chat/completions, /v1/completions, /v1/models, /health, /metrics.
+
+A completion request: build the prompt (tokenized once), admit it (model name, context length,
+sampling), place it (route + prefill) while watching for a client disconnect, then stream or collect
+the decode. Every answer to a placed request carries ``X-Prefill-Worker`` (``none`` for a local
+prefill), ``X-Decode-Worker`` and ``X-Route-Reason``. Errors are OpenAI-shaped JSON; a client that
+leaves before the answer starts gets 499. Each placed request is counted once with its outcome
+(``Frontend.record_outcome``); requests refused at admission are not counted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from orchestrator.api.admission import Body, chat_prompt, completion_prompt, flow_request
+from orchestrator.api.errors import APIError, UpstreamFailure, outcome_of, upstream_error
+from orchestrator.api.schemas import ChatCompletionRequest, CompletionRequest
+from orchestrator.api.shapes import ResponseShape
+from orchestrator.api.streaming import ClientGone, collect, sse_events, unless_disconnected
+from orchestrator.api.text import IncrementalText, Tokenizer
+from orchestrator.errors import NoHealthyWorker, WorkerError
+from orchestrator.frontend import Frontend, Placement
+
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def route_headers(placement: Placement) -> dict[str, str]:
+    return {"X-Prefill-Worker": placement.prefill_worker or "none", "X-Decode-Worker": placement.decode_worker,
+            "X-Route-Reason": placement.route_reason}
+
+
+class Routes:
+    """The handlers, bound to one ``Frontend`` and the model's tokenizer (``create_app`` registers them)."""
+
+    def __init__(self, frontend: Frontend, tokenizer: Tokenizer) -> None:
+        self._frontend = frontend
+        self._tokenizer = tokenizer
+
+    async def chat(self, request: Request, body: ChatCompletionRequest) -> Response:
+        prompt = chat_prompt(body, self._tokenizer)
+        return await self._serve(request, body, prompt, ResponseShape.chat(self._frontend.model.name))
+
+    async def completions(self, request: Request, body: CompletionRequest) -> Response:
+        prompt = completion_prompt(body, self._tokenizer)
+        return await self._serve(request, body, prompt, ResponseShape.completion(self._frontend.model.name))
+
+    async def models(self) -> dict[str, Any]:
+        model = self._frontend.model
+        return {"object": "list", "data": [{"id": model.name, "object": "model", "created": 0,
+                                            "owned_by": "pdserve", "max_model_len": model.max_model_len}]}
+
+    async def health(self) -> JSONResponse:
+        """200 with ``ok`` or ``degraded``, 503 with ``unavailable`` (see ``HealthReport``)."""
+        report = self._frontend.health()
+        body = {"status": report.status,
+                "prefill": [{"id": w.worker_id, "healthy": w.healthy} for w in report.prefill],
+                "decode": [{"id": w.worker_id, "healthy": w.healthy} for w in report.decode]}
+        return JSONResponse(body, status_code=200 if report.serving else 503)
+
+    async def metrics(self) -> Response:
+        return Response(self._frontend.metrics_text(), media_type=PROMETHEUS_TEXT)
+
+    async def _serve(self, request: Request, body: Body, prompt: list[int], shape: ResponseShape) -> Response:
+        session = request.headers.get("x-session-id")
+        req = flow_request(body, prompt, shape.request_id, session, self._frontend.model, self._tokenizer)
+        try:
+            placement = await unless_disconnected(request, self._frontend.place(req))
+        except ClientGone:
+            return self._gone(shape)
+        except (NoHealthyWorker, WorkerError) as exc:
+            raise self._failed(shape, exc, "Prefill") from None
+        headers = route_headers(placement)
+        text = IncrementalText(self._tokenizer, body.stop_list())
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            events = sse_events(self._frontend, req, placement, text, shape, include_usage)
+            return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+        try:
+            answer = await unless_disconnected(request, collect(self._frontend, req, placement, text))
+        except ClientGone:
+            return self._gone(shape)
+        except (WorkerError, TimeoutError) as exc:
+            raise self._failed(shape, exc, "Decode") from None
+        self._frontend.record_outcome(shape.endpoint, "200")
+        payload = shape.final(answer.text, answer.finish_reason, len(prompt), answer.tokens, answer.cached,
+                              list(text.ids) if body.return_token_ids else None)
+        return JSONResponse(payload, headers=headers)
+
+    def _gone(self, shape: ResponseShape) -> Response:
+        self._frontend.record_outcome(shape.endpoint, "client_gone")
+        return Response(status_code=499)
+
+    def _failed(self, shape: ResponseShape, exc: UpstreamFailure, stage: str) -> APIError:
+        self._frontend.record_outcome(shape.endpoint, outcome_of(exc))
+        return upstream_error(exc, stage, self._frontend.request_timeout_s)

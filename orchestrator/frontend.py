@@ -1,0 +1,125 @@
+"""What the HTTP front end may ask of the running service, and nothing more.
+
+The routes (``orchestrator.api``) hold one ``Frontend`` and never reach into the service's pools,
+router or config. It offers:
+
+- ``model``: the served model's name and context length (``ModelCard``);
+- ``request_timeout_s``: the deadline of one request's decode (``server.request_timeout_s``);
+- ``place`` / ``stream``: the request flow (``orchestrator.flow``): route + prefill, then the decode
+  stream. They raise ``NoHealthyWorker`` or ``WorkerError`` (``orchestrator.errors``); cancelling
+  ``place`` or closing ``stream`` early aborts the request on its worker;
+- ``record_outcome`` / ``observe_cached``: how a request ended (``pdserve_requests_total`` by endpoint
+  and outcome) and the cached prompt tokens the engine reported;
+- ``health``: a ``HealthReport`` (ok / degraded / unavailable, and every worker of each pool);
+- ``metrics_text``: the Prometheus exposition, with the per-worker load gauges refreshed.
+
+``FlowRequest`` and ``Placement`` are re-exported: they are the records ``place`` and ``stream`` take.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from orchestrator.flow import FlowRequest, Placement
+from orchestrator.pools.pool import WorkerHandle
+from orchestrator.service import Service
+from protocol.types import TokenChunk
+
+__all__ = ["FlowRequest", "Frontend", "HealthReport", "ModelCard", "Outcome", "Placement", "WorkerHealth",
+           "summarize_health"]
+
+# A request's outcome, the ``status`` label of ``pdserve_requests_total``: the HTTP status it got, or
+# ``client_gone`` when the client left first. A stream that fails after its 200 headers counts as 502.
+Outcome = Literal["200", "502", "503", "504", "client_gone"]
+HealthStatus = Literal["ok", "degraded", "unavailable"]
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """The one model the deployment serves: its name and the context length every worker accepts."""
+
+    name: str
+    max_model_len: int
+
+
+@dataclass(frozen=True)
+class WorkerHealth:
+    worker_id: str
+    healthy: bool
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    """``ok``: every worker answers. ``degraded``: requests are served but not as configured (no prefill
+    worker answers, so decode workers prefill locally). ``unavailable``: nothing can be served (no decode
+    worker answers, or no prefill worker and local prefill is off). ``prefill`` is empty for a colocated
+    deployment."""
+
+    status: HealthStatus
+    prefill: tuple[WorkerHealth, ...]
+    decode: tuple[WorkerHealth, ...]
+
+    @property
+    def serving(self) -> bool:
+        return self.status != "unavailable"
+
+
+def summarize_health(prefill: Iterable[WorkerHealth] | None, decode: Iterable[WorkerHealth],
+                     local_fallback: bool) -> HealthReport:
+    """The report for these workers. ``prefill`` is None for a colocated deployment (no prefill pool);
+    ``local_fallback``: decode workers prefill locally when no prefill worker can take a request."""
+    prefill_workers = tuple(prefill or ())
+    decode_workers = tuple(decode)
+    decode_ok = any(w.healthy for w in decode_workers)
+    prefill_ok = prefill is None or any(w.healthy for w in prefill_workers)
+    status: HealthStatus
+    if not decode_ok or not (prefill_ok or local_fallback):
+        status = "unavailable"
+    else:
+        status = "ok" if prefill_ok else "degraded"
+    return HealthReport(status, prefill_workers, decode_workers)
+
+
+def _health_of(handles: Iterable[WorkerHandle]) -> tuple[WorkerHealth, ...]:
+    return tuple(WorkerHealth(h.worker_id, h.healthy) for h in handles)
+
+
+class Frontend:
+    """The service as the HTTP routes see it. Holds no state of its own: every call reads the service."""
+
+    def __init__(self, service: Service) -> None:
+        self._service = service
+        self._flow = service.flow
+        self._metrics = service.metrics
+        self.model = ModelCard(service.config.model.name, service.facts.max_model_len)
+        self.request_timeout_s: float = service.config.server.request_timeout_s
+
+    async def place(self, req: FlowRequest) -> Placement:
+        """Route and prefill ``req``; where its decode runs. Raises ``NoHealthyWorker`` or ``WorkerError``."""
+        return await self._flow.place(req)
+
+    def stream(self, req: FlowRequest, placement: Placement) -> AsyncGenerator[TokenChunk, None]:
+        """The decode's chunks, up to the finished one; raises ``WorkerError`` on a failed or silent worker.
+        Closing it before the finished chunk aborts the request on the decode worker."""
+        return self._flow.stream(req, placement)
+
+    def record_outcome(self, endpoint: str, outcome: Outcome) -> None:
+        """Count one request of ``endpoint`` (``chat_completions`` or ``completions``) as ended with ``outcome``."""
+        self._metrics.requests.labels(endpoint, outcome).inc()
+
+    def observe_cached(self, tokens: int) -> None:
+        """The engine reported ``tokens`` cached prompt tokens for a finished or abandoned request."""
+        self._flow.observe_cached(tokens)
+
+    def health(self) -> HealthReport:
+        service = self._service
+        prefill = _health_of(service.prefill) if service.prefill is not None else None
+        return summarize_health(prefill, _health_of(service.decode),
+                                service.config.disaggregation.local_when_prefill_saturated)
+
+    def metrics_text(self) -> bytes:
+        """Prometheus text exposition of the orchestrator's registry, load gauges refreshed first."""
+        self._service.update_load_gauges()
+        return self._metrics.exposition()
