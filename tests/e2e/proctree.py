@@ -47,13 +47,41 @@ def cmdline(pid: int) -> str:
         return ""
 
 
-def worker_processes(root_pid: int, worker_id: str) -> list[int]:
-    """The worker process hosting ``worker_id`` below ``root_pid`` and all of its descendants."""
+def worker_processes(root_pid: int, worker_id: str, candidates: list[int] | None = None) -> list[int]:
+    """The worker process hosting ``worker_id`` and all of its descendants, found below ``root_pid``
+    (or among ``candidates`` when given)."""
     marker = re.compile(r'"worker_id":\s*"' + re.escape(worker_id) + '"')
-    hosts = [p for p in descendants(root_pid) if " -m worker " in cmdline(p) and marker.search(cmdline(p))]
+    pool = descendants(root_pid) if candidates is None else candidates
+    hosts = [p for p in pool if " -m worker " in cmdline(p) and marker.search(cmdline(p))]
     if not hosts:
         raise LookupError(f"no worker process for {worker_id} below pid {root_pid}")
     return [pid for host in hosts for pid in [host, *descendants(host)]]
+
+
+def _parse_cpu_list(text: str) -> set[int]:
+    cores: set[int] = set()
+    for part in text.strip().split(","):
+        low, _, high = part.partition("-")
+        cores.update(range(int(low), int(high or low) + 1))
+    return cores
+
+
+def thread_cores(pids: list[int]) -> dict[str, set[int]]:
+    """``Cpus_allowed_list`` of every thread of ``pids``, keyed ``"pid/tid name"``."""
+    out: dict[str, set[int]] = {}
+    for pid in pids:
+        try:
+            tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                status = dict(line.split(":\t", 1) for line in (task / "status").read_text().splitlines()
+                              if ":\t" in line)
+            except OSError:
+                continue
+            out[f"{pid}/{task.name} {status.get('Name', '').strip()}"] = _parse_cpu_list(status["Cpus_allowed_list"])
+    return out
 
 
 def cpu_seconds(pids: list[int]) -> float:

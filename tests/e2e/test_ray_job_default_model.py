@@ -20,6 +20,7 @@ import psutil
 import pytest
 
 from orchestrator.model_prep import prepare_smollm2
+from tests.e2e.proctree import thread_cores, worker_processes
 from tests.e2e.servers import ROOT
 from transfer.ports import free_ports
 
@@ -112,6 +113,14 @@ def test_ray_job_submit_serves_default_model_and_stops_clean() -> None:
         assert reply.headers["x-prefill-worker"] == "prefill-0"
         ours = _our_processes(str(ready_dir))
         assert len(ours) >= 2  # pdserve up and at least the worker processes
+        # Each engine computes on its own core: every thread of the prefill worker's processes (vLLM's
+        # engine core and model runner included) on cores none of the decode worker's threads may use.
+        prefill = thread_cores(worker_processes(0, "prefill-0", sorted(ours)))
+        decode = thread_cores(worker_processes(0, "decode-0", sorted(ours)))
+        assert any("VLLM::Worker" in name for name in prefill) and any("VLLM::Worker" in name for name in decode)
+        prefill_cores = set().union(*prefill.values())
+        decode_cores = set().union(*decode.values())
+        assert not prefill_cores & decode_cores, (prefill, decode)
         stopped = _ray("job", "stop", "--address", address, job_id, timeout=180)
         assert stopped.returncode == 0, stopped.stderr
         deadline = time.monotonic() + 90
