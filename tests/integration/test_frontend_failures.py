@@ -8,8 +8,10 @@ demand; the dead-pool test kills a real simulated worker's process group."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -242,10 +244,15 @@ def test_client_disconnect_while_collecting_a_non_streamed_answer_aborts_on_the_
         stub_front: StubFront) -> None:
     front, _, (decode,) = stub_front([StubWorker("prefill-0", "prefill")],
                                      [StubWorker("decode-0", "decode", generate="drip", drip_s=0.02)])
-    with pytest.raises(httpx.ReadTimeout):
-        httpx.post(f"{front.url}/v1/completions", timeout=0.5,
-                   json={"model": MODEL_NAME, "prompt": "tell me a long story", "max_tokens": 900})
-    assert front.wait_until(lambda: len(decode.calls) == 1 and decode.calls[0] in decode.aborts, 5), decode.aborts
+    # A raw connection, closed once the decode worker is streaming (not after a fixed client timeout,
+    # which on a loaded host can fire while the request is still being placed).
+    body = json.dumps({"model": MODEL_NAME, "prompt": "tell me a long story", "max_tokens": 900}).encode()
+    url = httpx.URL(front.url)
+    with socket.create_connection((url.host, url.port), timeout=10) as conn:
+        conn.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: pdserve\r\ncontent-type: application/json\r\n"
+                     b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        assert front.wait_until(lambda: len(decode.calls) == 1, 10), "the decode never started"
+    assert front.wait_until(lambda: decode.calls[0] in decode.aborts, 5), decode.aborts
     assert front.metric("pdserve_aborts_total", role="decode") == 1
     assert front.metric("pdserve_requests_total", endpoint="completions", status="client_gone") == 1
 

@@ -1,4 +1,4 @@
-"""``pdserve bench`` end to end: the real client against a fake streaming server on 127.0.0.1.
+"""``pdserve-bench`` end to end: the real client against a fake streaming server on 127.0.0.1.
 
 The server (``fake_openai_server``, a test fixture) emits tokens with known delays, so the measured
 TTFT/TPOT must land near them, and every output file must be written.
@@ -100,9 +100,12 @@ def test_two_targets_side_by_side_with_multi_token_chunks(
         r["request_id"]: r["prompt_tokens"] for r in slow_recs
     }
     for r in fast_recs:
-        assert 0.04 <= r["ttft_s"] < 0.04 + 0.1
-        assert 0.03 * 0.97 <= r["tpot_s"] < 0.05  # per token, although chunks carry two tokens
+        # Lower bounds are the server's sleeps; upper bounds would only measure how busy the host is.
+        assert r["ttft_s"] >= 0.04
         assert len(r["itl_s"]) == 4 and all(gap > 0.05 for gap in r["itl_s"])  # per chunk: ~2 x 30 ms
+        # TPOT is per token although chunks carry two: the 8 tokens after the first over the 4 gaps.
+        assert r["tpot_s"] >= 0.03 * 0.97
+        assert r["tpot_s"] == pytest.approx(sum(r["itl_s"]) / 8, rel=0.02)
     out = capsys.readouterr().out
     assert "Ratios vs slow" in out
     ratios = out.split("Ratios vs slow", 1)[1].splitlines()
