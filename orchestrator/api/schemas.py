@@ -1,47 +1,128 @@
-"""Request bodies of the OpenAI API subset pdserve serves. Unknown fields are ignored (OpenAI clients
-send extras); known fields are validated, and bad values become 400s."""
+"""Request bodies of the OpenAI API subset pdserve serves, validated strictly: numbers and booleans are
+never coerced (``"5"`` or ``true`` is no ``max_tokens``), text must be valid Unicode (no lone surrogate),
+and a field the server does not implement is refused, naming it, instead of being silently ignored:
+unknown fields, and the OpenAI fields in ``UNSUPPORTED`` unless they carry their no-op value (``null``,
+``false``, ``0``, ``[]``, ...). Bad bodies become 400s (``errors.validation_error_handler``)."""
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+# OpenAI fields pdserve does not implement, each with the values that mean "not used" (accepted).
+UNSUPPORTED: dict[str, tuple[object, ...]] = {
+    "logprobs": (None, False), "top_logprobs": (None,), "tools": (None, []), "tool_choice": (None, "none"),
+    "parallel_tool_calls": (None,), "functions": (None, []), "function_call": (None, "none"),
+    "response_format": (None, {"type": "text"}), "logit_bias": (None, {}), "presence_penalty": (None, 0, 0.0),
+    "frequency_penalty": (None, 0, 0.0), "best_of": (None, 1), "echo": (None, False), "suffix": (None, ""),
+}
+_CHAT_UNSUPPORTED = ("logprobs", "top_logprobs", "tools", "tool_choice", "parallel_tool_calls", "functions",
+                     "function_call", "response_format", "logit_bias", "presence_penalty", "frequency_penalty")
+_COMPLETION_UNSUPPORTED = ("logprobs", "logit_bias", "presence_penalty", "frequency_penalty", "best_of", "echo",
+                           "suffix")
+
+
+def _valid_unicode(value: str) -> str:
+    if not value.isascii() and _SURROGATE.search(value):
+        raise PydanticCustomError("invalid_unicode", "contains a lone surrogate: not valid Unicode text")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_valid_unicode)]
+
+
+def _json_kind(value: Any) -> str | None:
+    """The branch of a ``string | array`` field (tags start with ``<`` and are left out of error paths)."""
+    if isinstance(value, str):
+        return "<str>"
+    return "<list>" if isinstance(value, list) else None
+
+
+def _either(what: str) -> Discriminator:
+    return Discriminator(_json_kind, custom_error_type="type_error", custom_error_message=f"expected {what}")
+
+
+def _is_noop(name: str, value: object) -> bool:
+    return any(type(value) is type(ok) and value == ok for ok in UNSUPPORTED[name])
+
+
+def _refuse_unsupported(value: object, name: str) -> None:
+    if not _is_noop(name, value):
+        raise PydanticCustomError("unsupported_field", "`{name}` is not supported by this server; leave it out",
+                                  {"name": name})
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class StreamOptions(_Body):
     include_usage: bool = False
 
 
+class ContentPart(_Body):
+    """A content part of a message; only ``text`` parts are served (no images, audio or files)."""
+
+    type: Literal["text"]
+    text: Text
+
+    @model_validator(mode="before")
+    @classmethod
+    def _only_text(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("type"), str) and data["type"] != "text":
+            raise PydanticCustomError("unsupported_content", "content parts of type `{kind}` are not supported "
+                                      "(only `text`)", {"kind": data["type"]})
+        return data
+
+
+Content = Annotated[Annotated[Text, Tag("<str>")] | Annotated[list[ContentPart], Tag("<list>")],
+                    _either("a string or a list of content parts")]
+Stop = Annotated[Annotated[Text, Tag("<str>")] | Annotated[list[Text], Tag("<list>")],
+                 _either("a string or a list of strings")]
+Prompt = Annotated[Annotated[Text, Tag("<str>")] | Annotated[list[int], Tag("<list>")],
+                   _either("a string or a list of token ids")]
+
+
 class ChatMessage(_Body):
     role: Literal["system", "user", "assistant", "developer", "tool"]
-    content: str | list[dict[str, object]] | None = None
+    content: Content | None = None
 
     def text(self) -> str:
         if self.content is None:
             return ""
         if isinstance(self.content, str):
             return self.content
-        return "".join(str(part.get("text", "")) for part in self.content if part.get("type") == "text")
+        return "".join(part.text for part in self.content)
+
+    def char_count(self) -> int:
+        if self.content is None:
+            return 0
+        return len(self.content) if isinstance(self.content, str) else sum(len(p.text) for p in self.content)
 
 
 class _Sampling(_Body):
-    model: str
+    model: Text
     max_tokens: int | None = Field(None, ge=1)
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     seed: int | None = Field(None, ge=-(2**63), lt=2**63)  # crosses gRPC as an int64
-    stop: str | list[str] | None = None
+    stop: Stop | None = None
     n: int = Field(1, ge=1, le=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    user: str | None = None
-    cache_salt: str | None = None
+    user: Text | None = None
+    cache_salt: Text | None = None
     ignore_eos: bool = False
     return_token_ids: bool = False  # vLLM's extension: the choice carries the generated token ids
+    # Not implemented (see UNSUPPORTED): accepted only with their no-op value.
+    logit_bias: Any = Field(None, description="Not supported: only null or {}.")
+    presence_penalty: Any = Field(None, description="Not supported: only null or 0.")
+    frequency_penalty: Any = Field(None, description="Not supported: only null or 0.")
 
     def stop_list(self) -> list[str]:
         if self.stop is None:
@@ -52,13 +133,42 @@ class _Sampling(_Body):
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: Any = Field(None, description="Not supported: only null or false.")
+    top_logprobs: Any = Field(None, description="Not supported: only null.")
+    tools: Any = Field(None, description="Not supported: only null or [].")
+    tool_choice: Any = Field(None, description="Not supported: only null or \"none\".")
+    parallel_tool_calls: Any = Field(None, description="Not supported: only null.")
+    functions: Any = Field(None, description="Not supported: only null or [].")
+    function_call: Any = Field(None, description="Not supported: only null or \"none\".")
+    response_format: Any = Field(None, description="Not supported: only null or {\"type\": \"text\"}.")
+
+    @field_validator(*_CHAT_UNSUPPORTED, mode="before")
+    @classmethod
+    def _unsupported(cls, value: object, info: Any) -> None:
+        _refuse_unsupported(value, info.field_name)
 
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
 
 class CompletionRequest(_Sampling):
-    prompt: str | list[int] = Field(min_length=1)
+    prompt: Prompt
+    logprobs: Any = Field(None, description="Not supported: only null.")
+    best_of: Any = Field(None, description="Not supported: only null or 1.")
+    echo: Any = Field(None, description="Not supported: only null or false.")
+    suffix: Any = Field(None, description="Not supported: only null or \"\".")
+
+    @field_validator("prompt")
+    @classmethod
+    def _not_empty(cls, value: str | list[int]) -> str | list[int]:
+        if not value:
+            raise PydanticCustomError("too_short", "the prompt is empty")
+        return value
+
+    @field_validator(*_COMPLETION_UNSUPPORTED, mode="before")
+    @classmethod
+    def _unsupported(cls, value: object, info: Any) -> None:
+        _refuse_unsupported(value, info.field_name)
 
     def requested_max_tokens(self) -> int | None:
         return self.max_tokens

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from orchestrator.api.errors import bad_request, not_found_model, unavailable, upstream_failed
 from orchestrator.api.schemas import ChatCompletionRequest, ChatMessage, CompletionRequest
@@ -75,11 +76,20 @@ def test_error_bodies(error, status: int, type_: str, code: str) -> None:  # typ
 
 def test_request_schemas() -> None:
     chat = ChatCompletionRequest.model_validate({"model": "m", "messages": [{"role": "user", "content": [
-        {"type": "text", "text": "a"}, {"type": "image_url"}, {"type": "text", "text": "b"}]}],
-        "max_tokens": 5, "max_completion_tokens": 3, "stop": "x", "unknown_field": 1})
-    assert chat.messages[0].text() == "ab"
+        {"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}],
+        "max_tokens": 5, "max_completion_tokens": 3, "stop": "x"})
+    assert chat.messages[0].text() == "ab" and chat.messages[0].char_count() == 2
     assert chat.requested_max_tokens() == 3
     assert chat.stop_list() == ["x"]
     completion = CompletionRequest.model_validate({"model": "m", "prompt": [1, 2], "stop": ["a", "b"]})
     assert completion.requested_max_tokens() is None and completion.stop_list() == ["a", "b"]
     assert ChatMessage.model_validate({"role": "assistant"}).text() == ""
+
+
+@pytest.mark.parametrize("extra", [{"unknown_field": 1}, {"max_tokens": "5"}, {"max_tokens": True}, {"logprobs": True},
+                                   {"presence_penalty": 0.5}, {"model": "\ud800"}, {"stop": ["a", 1]},
+                                   {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}])
+def test_request_schemas_refuse(extra: dict[str, object]) -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "a"}], **extra}
+    with pytest.raises(ValidationError):
+        ChatCompletionRequest.model_validate(body)
