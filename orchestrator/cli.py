@@ -1,4 +1,4 @@
-"""``pdserve``: ``up`` (launch pools + front end), ``model prepare``, ``config check``.
+"""``pdserve``: ``up`` (launch pools + front end), ``model prepare``, ``config check``, ``keys add``.
 
 The load generator is its own command, ``pdserve-bench`` (``python -m bench``): the orchestrator never
 imports ``bench``; ``pdserve bench`` only points there.
@@ -95,6 +95,13 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, parse_overrides(args.set or []))
     _prepare_model(config)
+    if config.auth.keys_file is not None:  # checked before any worker starts
+        from orchestrator.auth.keys import read_keys
+
+        try:
+            read_keys(config.auth.keys_file)
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"auth.keys_file: {exc}") from None
     address = args.ray_address or config.ray.address
     launcher = LAUNCHERS[args.launcher](address=address, namespace=config.ray.namespace,
                                         num_cpus=config.ray.num_cpus)
@@ -151,6 +158,22 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_add(args: argparse.Namespace) -> int:
+    from orchestrator.auth.keys import KeyRecord, append_key, hash_key, new_key
+
+    key = new_key()
+    try:
+        record = KeyRecord(args.tenant, hash_key(key), args.admin, args.max_concurrency, args.rpm)
+    except ValueError as exc:
+        print(f"pdserve keys add: {exc}", file=sys.stderr)
+        return 2
+    append_key(args.file, record)
+    print(f"added key {record.key_id} of tenant {record.tenant} to {args.file}; it is shown only once:",
+          file=sys.stderr)
+    print(key, flush=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pdserve", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -173,6 +196,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("config")
     check.add_argument("--set", action="append", metavar="KEY=VALUE")
     check.set_defaults(func=cmd_config_check)
+    keys = sub.add_parser("keys", help="API keys (auth.keys_file)")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    add = keys_sub.add_parser("add", help="make a key for TENANT, print it once, append its hash to --file")
+    add.add_argument("tenant")
+    add.add_argument("--file", required=True, help="the keys file (JSONL; created with mode 0600)")
+    add.add_argument("--admin", action="store_true", help="may use admin endpoints (protected /metrics, /health)")
+    add.add_argument("--max-concurrency", type=int, default=None, help="requests of this key in flight at once")
+    add.add_argument("--rpm", type=float, default=None, help="requests per minute of this key (token bucket)")
+    add.set_defaults(func=cmd_keys_add)
     sub.add_parser("bench", help=f"moved: {BENCH_MOVED}", add_help=False)
     return parser
 

@@ -117,6 +117,36 @@ class ServerConfig(_Strict):
     inter_token_timeout_s: float = Field(default=60.0, gt=0)
     worker_start_timeout_s: float = Field(default=600.0, gt=0)
     load_poll_interval_s: float = Field(default=0.5, gt=0)
+    # Requests admitted at once (streams included); past it a request gets 429 with Retry-After, never a
+    # queue. None: unbounded.
+    max_in_flight: int | None = Field(default=4096, ge=1)
+
+
+class AuthConfig(_Strict):
+    """API keys (``orchestrator.auth``). ``keys_file``: the JSONL file ``pdserve keys add`` writes; unset,
+    authentication is off. ``protect_metrics`` / ``protect_health``: require an admin key there too."""
+
+    keys_file: str | None = None
+    protect_metrics: bool = False
+    protect_health: bool = False
+
+
+class LimitsConfig(_Strict):
+    """Bounds on one HTTP request, checked before any work is done for it (``orchestrator.api.limits``).
+    ``max_body_bytes``: the request body (413 past it, counted as it streams in); ``max_messages``,
+    ``max_stop`` (OpenAI allows 4), ``max_stop_chars`` (each stop string); ``max_prompt_chars``: the
+    characters of a completion prompt or of all chat messages together, checked before templating;
+    ``default_max_tokens``: the completion budget of a request that sets no ``max_tokens`` (never more
+    than the rest of the context); ``tokenize_threads``: the pool that templates and tokenizes off the
+    event loop."""
+
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    max_messages: int = Field(default=256, ge=1)
+    max_stop: int = Field(default=4, ge=0)
+    max_stop_chars: int = Field(default=256, ge=1)
+    max_prompt_chars: int = Field(default=1_000_000, ge=1)
+    default_max_tokens: int = Field(default=2048, ge=1)
+    tokenize_threads: int = Field(default=2, ge=1)
 
 
 class CpuConfig(_Strict):
@@ -147,6 +177,8 @@ class PdserveConfig(_Strict):
     index: IndexConfig = IndexConfig()
     transfer: TransferSettings = TransferSettings()
     server: ServerConfig = ServerConfig()
+    auth: AuthConfig = AuthConfig()
+    limits: LimitsConfig = LimitsConfig()
     cpu: CpuConfig = CpuConfig()
     ray: RayConfig = RayConfig()
 

@@ -5,15 +5,19 @@ router or config. It offers:
 
 - ``model``: the served model's name and context length (``ModelCard``);
 - ``request_timeout_s``: the deadline of one request's decode (``server.request_timeout_s``);
+- ``limits``: the bounds on one HTTP request (``limits:``, ``LimitsConfig``);
 - ``place`` / ``stream``: the request flow (``orchestrator.flow``): route + prefill, then the decode
   stream. They raise ``NoHealthyWorker`` or ``WorkerError`` (``orchestrator.errors``); cancelling
   ``place`` or closing ``stream`` early aborts the request on its worker;
 - ``record_outcome`` / ``observe_cached``: how a request ended (``pdserve_requests_total`` by endpoint
   and outcome) and the cached prompt tokens the engine reported;
+- ``auth`` / ``authenticate`` / ``admit``: API keys, tenants and admission limits (``orchestrator.auth``):
+  who calls, and whether a request may start now (a ``Ticket`` to release, or ``Refused``);
 - ``health``: a ``HealthReport`` (ok / degraded / unavailable, and every worker of each pool);
 - ``metrics_text``: the Prometheus exposition, with the per-worker load gauges refreshed.
 
-``FlowRequest`` and ``Placement`` are re-exported: they are the records ``place`` and ``stream`` take.
+``FlowRequest`` and ``Placement`` are re-exported: they are the records ``place`` and ``stream`` take;
+``LimitsConfig`` is, for the routes' checks.
 """
 
 from __future__ import annotations
@@ -22,13 +26,15 @@ from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from orchestrator.auth import Caller, Gate, Refused, Ticket
+from orchestrator.config import LimitsConfig
 from orchestrator.flow import FlowRequest, Placement
 from orchestrator.pools.pool import WorkerHandle
 from orchestrator.service import Service
 from protocol.types import TokenChunk
 
-__all__ = ["FlowRequest", "Frontend", "HealthReport", "ModelCard", "Outcome", "Placement", "WorkerHealth",
-           "summarize_health"]
+__all__ = ["Caller", "FlowRequest", "Frontend", "HealthReport", "LimitsConfig", "ModelCard", "Outcome",
+           "Placement", "Refused", "Ticket", "WorkerHealth", "summarize_health"]
 
 # A request's outcome, the ``status`` label of ``pdserve_requests_total``: the HTTP status it got, or
 # ``client_gone`` when the client left first. A stream that fails after its 200 headers counts as 502.
@@ -87,7 +93,8 @@ def _health_of(handles: Iterable[WorkerHandle]) -> tuple[WorkerHealth, ...]:
 
 
 class Frontend:
-    """The service as the HTTP routes see it. Holds no state of its own: every call reads the service."""
+    """The service as the HTTP routes see it. Its only state of its own is the admission gate (keys,
+    limits); every other call reads the service."""
 
     def __init__(self, service: Service) -> None:
         self._service = service
@@ -95,6 +102,8 @@ class Frontend:
         self._metrics = service.metrics
         self.model = ModelCard(service.config.model.name, service.facts.max_model_len)
         self.request_timeout_s: float = service.config.server.request_timeout_s
+        self.auth = Gate(service.config.auth, service.config.server.max_in_flight)
+        self.limits: LimitsConfig = service.config.limits
 
     async def place(self, req: FlowRequest) -> Placement:
         """Route and prefill ``req``; where its decode runs. Raises ``NoHealthyWorker`` or ``WorkerError``."""
@@ -108,6 +117,18 @@ class Frontend:
     def record_outcome(self, endpoint: str, outcome: Outcome) -> None:
         """Count one request of ``endpoint`` (``chat_completions`` or ``completions``) as ended with ``outcome``."""
         self._metrics.requests.labels(endpoint, outcome).inc()
+
+    def authenticate(self, authorization: str | None) -> Caller | None:
+        """The caller of an ``Authorization`` header (None: missing or unknown key; see ``auth.enabled``)."""
+        return self.auth.authenticate(authorization)
+
+    def admit(self, caller: Caller | None) -> Ticket:
+        """Admit one request of ``caller`` or raise ``Refused`` (counted by reason and tenant)."""
+        try:
+            return self.auth.admit(caller)
+        except Refused as exc:
+            self._metrics.refused.labels(exc.reason, caller.tenant if caller else "").inc()
+            raise
 
     def observe_cached(self, tokens: int) -> None:
         """The engine reported ``tokens`` cached prompt tokens for a finished or abandoned request."""

@@ -51,6 +51,9 @@ class Metrics:
         self.worker_load = Gauge("pdserve_worker_load", "Per-worker load figures", ["worker", "figure"], registry=r)
         self.worker_healthy = Gauge("pdserve_worker_healthy", "1 if the worker answers", ["worker"], registry=r)
         self.aborts = Counter("pdserve_aborts_total", "Requests aborted on workers", ["role"], registry=r)
+        self.refused = Counter("pdserve_requests_refused_total",
+                               "Requests refused at admission (429) by reason and tenant", ["reason", "tenant"],
+                               registry=r)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

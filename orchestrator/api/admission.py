@@ -2,8 +2,8 @@
 
 The prompt is tokenized once here (the chat template for chat, the text or the token ids for a
 completion), checked against the model's context length, and the sampling spec is filled in
-(``max_tokens`` defaults to the rest of the context). Every problem is an ``APIError`` (400, or 404 for
-another model's name).
+(``max_tokens`` defaults to the rest of the context, capped by ``limits.default_max_tokens``). Every
+problem is an ``APIError`` (400, or 404 for another model's name).
 """
 
 from __future__ import annotations
@@ -40,9 +40,11 @@ def completion_prompt(body: CompletionRequest, tokenizer: Tokenizer) -> list[int
     return prompt
 
 
-def sampling_spec(body: Body, prompt_len: int, max_len: int, eos_token_id: int | None) -> SamplingSpec:
+def sampling_spec(body: Body, prompt_len: int, max_len: int, eos_token_id: int | None,
+                  default_max_tokens: int | None = None) -> SamplingSpec:
     """The sampling spec of ``body`` for a prompt of ``prompt_len`` tokens; 400 when prompt and requested
-    completion do not fit in ``max_len`` tokens."""
+    completion do not fit in ``max_len`` tokens. A request without ``max_tokens`` gets the rest of the
+    context, at most ``default_max_tokens`` (``limits.default_max_tokens``)."""
     requested = body.requested_max_tokens()
     if prompt_len >= max_len:
         raise bad_request(f"The prompt has {prompt_len} tokens; this model's context is {max_len} tokens.",
@@ -51,17 +53,30 @@ def sampling_spec(body: Body, prompt_len: int, max_len: int, eos_token_id: int |
         raise bad_request(f"This model's maximum context length is {max_len} tokens. However, you requested "
                           f"{prompt_len + requested} tokens ({prompt_len} in the prompt, {requested} for the "
                           "completion).", "max_tokens", "context_length_exceeded")
-    max_tokens = requested if requested is not None else max_len - prompt_len
+    max_tokens = requested if requested is not None else min(max_len - prompt_len,
+                                                              default_max_tokens or max_len)
     stop_ids = () if eos_token_id is None or body.ignore_eos else (eos_token_id,)
     return SamplingSpec(max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p,
                         seed=body.seed, stop_token_ids=stop_ids, ignore_eos=body.ignore_eos)
 
 
+def effective_cache_salt(tenant: str | None, cache_salt: str | None) -> str | None:
+    """The salt of the prefix caches (pdserve's block hashes and the engine's ``cache_salt``): the
+    tenant's name, then the request's own ``cache_salt`` (which splits further within the tenant), so one
+    tenant's prompt never hits another's cache. Without authentication (no tenant): the request's salt.
+    Tenant names never contain the separator (``orchestrator.auth.keys.TENANT_RE``)."""
+    if tenant is None:
+        return cache_salt
+    return f"{tenant}\x1f{cache_salt or ''}"
+
+
 def flow_request(body: Body, prompt: list[int], request_id: str, session_key: str | None, model: ModelCard,
-                 tokenizer: Tokenizer) -> FlowRequest:
-    """The flow's request for ``body`` and its tokenized ``prompt``; 404 when it names another model."""
+                 tokenizer: Tokenizer, tenant: str | None = None,
+                 default_max_tokens: int | None = None) -> FlowRequest:
+    """The flow's request for ``body`` and its tokenized ``prompt`` (of ``tenant``, when keys are on);
+    404 when it names another model."""
     if body.model != model.name:
         raise not_found_model(body.model)
-    spec = sampling_spec(body, len(prompt), model.max_model_len, tokenizer.eos_token_id)
-    return FlowRequest(request_id=request_id, prompt=tuple(prompt), sampling=spec, cache_salt=body.cache_salt,
-                       session_key=session_key or body.user)
+    spec = sampling_spec(body, len(prompt), model.max_model_len, tokenizer.eos_token_id, default_max_tokens)
+    return FlowRequest(request_id=request_id, prompt=tuple(prompt), sampling=spec,
+                       cache_salt=effective_cache_salt(tenant, body.cache_salt), session_key=session_key or body.user)

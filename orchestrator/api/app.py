@@ -2,15 +2,20 @@
 
 ``create_app(Frontend(service), tokenizer)`` builds it; ``orchestrator.api.routes`` has the handlers,
 ``admission`` the prompt and sampling checks, ``streaming`` the collected and SSE answers, ``errors``
-the OpenAI error shapes and how the service's failures map onto status codes.
+the OpenAI error shapes and how the service's failures map onto status codes, ``limits`` the bounds on
+one request (body size, counts, prompt characters) and the thread pool that tokenizes off the loop.
 """
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from orchestrator.api.errors import APIError, api_error_handler, validation_error_handler
+from orchestrator.api import openapi
+from orchestrator.api.auth import KeyGuard
+from orchestrator.api.errors import APIError, api_error_handler, http_error_handler, validation_error_handler
+from orchestrator.api.limits import BodySizeLimit
 from orchestrator.api.routes import Routes
 from orchestrator.api.text import Tokenizer
 from orchestrator.frontend import Frontend
@@ -21,10 +26,18 @@ def create_app(frontend: Frontend, tokenizer: Tokenizer) -> FastAPI:
     app = FastAPI(title="pdserve", version="0.1.0")
     app.add_exception_handler(APIError, api_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)
+    app.add_middleware(BodySizeLimit, max_bytes=frontend.limits.max_body_bytes)  # before anything parses a body
     routes = Routes(frontend, tokenizer)
-    app.add_api_route("/v1/chat/completions", routes.chat, methods=["POST"])
-    app.add_api_route("/v1/completions", routes.completions, methods=["POST"])
-    app.add_api_route("/v1/models", routes.models, methods=["GET"])
-    app.add_api_route("/health", routes.health, methods=["GET"])
-    app.add_api_route("/metrics", routes.metrics, methods=["GET"])
+    keys = KeyGuard(frontend)
+    keyed = [Depends(keys.require_key)]
+    admin = [Depends(keys.require_admin)]
+    app.add_api_route("/v1/chat/completions", routes.chat, methods=["POST"], dependencies=keyed)
+    app.add_api_route("/v1/completions", routes.completions, methods=["POST"], dependencies=keyed)
+    app.add_api_route("/v1/models", routes.models, methods=["GET"], dependencies=keyed)
+    app.add_api_route("/health", routes.health, methods=["GET"],
+                      dependencies=admin if frontend.auth.protect_health else [])
+    app.add_api_route("/metrics", routes.metrics, methods=["GET"],
+                      dependencies=admin if frontend.auth.protect_metrics else [])
+    openapi.install(app)  # documents the 400/413/... errors the server answers, not FastAPI's 422
     return app

@@ -16,7 +16,9 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from orchestrator.api.admission import Body, chat_prompt, completion_prompt, flow_request
-from orchestrator.api.errors import APIError, UpstreamFailure, outcome_of, upstream_error
+from orchestrator.api.auth import admit, caller_of, held_until_sent
+from orchestrator.api.errors import UNAVAILABLE_RETRY_AFTER_S, APIError, UpstreamFailure, outcome_of, upstream_error
+from orchestrator.api.limits import Offload, check_request
 from orchestrator.api.schemas import ChatCompletionRequest, CompletionRequest
 from orchestrator.api.shapes import ResponseShape
 from orchestrator.api.streaming import ClientGone, collect, sse_events, unless_disconnected
@@ -38,13 +40,16 @@ class Routes:
     def __init__(self, frontend: Frontend, tokenizer: Tokenizer) -> None:
         self._frontend = frontend
         self._tokenizer = tokenizer
+        self._offload = Offload(frontend.limits.tokenize_threads)  # templating and tokenizing: off the loop
 
     async def chat(self, request: Request, body: ChatCompletionRequest) -> Response:
-        prompt = chat_prompt(body, self._tokenizer)
+        check_request(body, self._frontend.limits)
+        prompt = await self._offload.run(chat_prompt, body, self._tokenizer)
         return await self._serve(request, body, prompt, ResponseShape.chat(self._frontend.model.name))
 
     async def completions(self, request: Request, body: CompletionRequest) -> Response:
-        prompt = completion_prompt(body, self._tokenizer)
+        check_request(body, self._frontend.limits)
+        prompt = await self._offload.run(completion_prompt, body, self._tokenizer)
         return await self._serve(request, body, prompt, ResponseShape.completion(self._frontend.model.name))
 
     async def models(self) -> dict[str, Any]:
@@ -58,14 +63,30 @@ class Routes:
         body = {"status": report.status,
                 "prefill": [{"id": w.worker_id, "healthy": w.healthy} for w in report.prefill],
                 "decode": [{"id": w.worker_id, "healthy": w.healthy} for w in report.decode]}
-        return JSONResponse(body, status_code=200 if report.serving else 503)
+        if report.serving:
+            return JSONResponse(body)
+        return JSONResponse(body, status_code=503, headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)})
 
     async def metrics(self) -> Response:
         return Response(self._frontend.metrics_text(), media_type=PROMETHEUS_TEXT)
 
     async def _serve(self, request: Request, body: Body, prompt: list[int], shape: ResponseShape) -> Response:
+        """Admit the request (429 past its key's or the deployment's limits), then serve it; the admission
+        is held until the response is done."""
+        caller = caller_of(request)
+        ticket = admit(self._frontend, caller)
+        try:
+            response = await self._serve_admitted(request, body, prompt, shape, caller.tenant if caller else None)
+        except BaseException:
+            ticket.release()
+            raise
+        return held_until_sent(response, ticket)
+
+    async def _serve_admitted(self, request: Request, body: Body, prompt: list[int], shape: ResponseShape,
+                              tenant: str | None) -> Response:
         session = request.headers.get("x-session-id")
-        req = flow_request(body, prompt, shape.request_id, session, self._frontend.model, self._tokenizer)
+        req = flow_request(body, prompt, shape.request_id, session, self._frontend.model, self._tokenizer, tenant,
+                           self._frontend.limits.default_max_tokens)
         try:
             placement = await unless_disconnected(request, self._frontend.place(req))
         except ClientGone:

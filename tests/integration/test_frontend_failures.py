@@ -140,7 +140,9 @@ def test_a_decode_worker_that_comes_back_serves_again(stub_front: StubFront, har
     server = stub_front.servers["decode-0"]
     harness_loop.run(server.stop())
     assert front.wait_until(lambda: not handle.healthy, 10)
-    assert_error(httpx.post(f"{front.url}/v1/chat/completions", json=chat(), timeout=10), 503, "no_healthy_worker")
+    refused = httpx.post(f"{front.url}/v1/chat/completions", json=chat(), timeout=10)
+    assert_error(refused, 503, "no_healthy_worker")
+    assert int(refused.headers["retry-after"]) >= 1  # clients back off instead of hammering
     harness_loop.run(server.restart())
     assert front.wait_until(lambda: handle.healthy, 15)
     reply = httpx.post(f"{front.url}/v1/chat/completions", json=chat(), timeout=10)
@@ -282,7 +284,9 @@ def test_dead_decode_pool_is_503(tiny_model_dir: Path, tokenizer: Tokenizer, har
         (endpoint,) = endpoints
         os.killpg(endpoint.pid, signal.SIGKILL)  # the worker runs in its own session: its group is ours
         assert front.wait_until(lambda: httpx.get(f"{front.url}/health", timeout=5).status_code == 503, 10)
-        health = httpx.get(f"{front.url}/health", timeout=5).json()
+        down = httpx.get(f"{front.url}/health", timeout=5)
+        assert int(down.headers["retry-after"]) >= 1
+        health = down.json()
         assert health["status"] == "unavailable" and health["decode"] == [{"id": "decode-0", "healthy": False}]
         for stream in (False, True):
             error = assert_error(httpx.post(f"{front.url}/v1/chat/completions", json=chat(stream=stream),
