@@ -1,0 +1,175 @@
+"""Suite cpu_vllm: real vLLM CPU engines on the 2-core host, SmolLM2-135M-Instruct in float32.
+
+Targets, run one after the other with the same seeded requests:
+
+- ``pdserve``: ``configs/local-cpu.yaml`` (one prefill and one decode vLLM worker, KV over NIXL, each
+  worker pinned to its own core by pdserve);
+- ``vllm-1core``: one plain vLLM OpenAI server of the same model and engine settings, its compute
+  threads bound to one core (``VLLM_CPU_OMP_THREADS_BIND=0``).
+
+Workloads (one request at a time, 32 tokens out, unique prompts so no prefix is cached): ``short``
+(about 200 prompt tokens) and ``long`` (about 2,000).
+
+    python -m bench.suites.cpu_vllm --out bench/results/cpu_vllm             # run, then the report
+    python -m bench.suites.cpu_vllm --out bench/results/cpu_vllm --report-only
+
+Writes ``OUT/<target>-<workload>/`` (the client's files), ``OUT/results.md``, ``OUT/results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.suites.common import ROOT, CpuSampler, Running, bench, log, log_tail, machine, serve_pdserve, write_json
+from bench.suites.report_util import markdown_table, ms
+from transfer.ports import free_ports
+
+MODEL_DIR = Path("~/.cache/pdserve/models/smollm2-135m-instruct").expanduser()
+MODEL_NAME = "SmolLM2-135M-Instruct"
+# The engine settings of configs/local-cpu.yaml, as vLLM server flags.
+VLLM_ARGS = ["--dtype", "float32", "--enforce-eager", "--block-size", "32", "--max-model-len", "4096",
+             "--max-num-seqs", "32", "--served-model-name", MODEL_NAME, "--enable-prompt-tokens-details"]
+VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_HOST_IP": "127.0.0.1"}
+
+
+@contextlib.contextmanager
+def serve_vllm(model: str, port: int, args: Sequence[str], env: dict[str, str] | None = None,
+               log_path: Path | None = None, ready_timeout_s: float = 600.0) -> Iterator[Running]:
+    """A plain single vLLM OpenAI server on 127.0.0.1:PORT in its own session."""
+    log_path = log_path or Path(tempfile.mkdtemp(prefix="vllm-suite-")) / "server.log"
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
+           "--host", "127.0.0.1", "--port", str(port), *args]
+    log("start: " + " ".join(cmd[1:]))
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "VLLM_HOST_IP": "127.0.0.1", **(env or {})}
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                env=full_env)
+    running = Running(proc, f"http://127.0.0.1:{port}", log_path)
+    try:
+        deadline = time.monotonic() + ready_timeout_s
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"vLLM did not become ready:\n{log_tail(log_path)}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{running.url}/v1/models", timeout=2).status_code == 200:
+                    break
+            time.sleep(1.0)
+        log(f"ready at {running.url} (pid {proc.pid})")
+        yield running
+    finally:
+        running.stop()
+        log(f"stopped pid {proc.pid}")
+
+WORKLOADS = {
+    "short": ["--workload", "unique", "--prompt-words", "150"],
+    "long": ["--workload", "unique", "--prompt-words", "1500"],
+}
+COMMON = ["--num-requests", "12", "--max-tokens", "32", "--ignore-eos", "--seed", "7", "--concurrency", "1",
+          "--temperature", "0"]
+ONE_CORE_ENV = {**VLLM_ENV, "VLLM_CPU_OMP_THREADS_BIND": "0", "OMP_NUM_THREADS": "1"}
+
+
+def bench_args(name: str, url: str, out: Path, workload: str) -> list[str]:
+    return ["--target", f"{name}={url}", *WORKLOADS[workload], *COMMON, "--api", "completions",
+            "--timeout", "300", "--duration", "900", "--total-duration", "1200", "--no-progress", "--out", str(out)]
+
+
+def run_target(name: str, out: Path, workloads: list[str]) -> list[dict[str, Any]]:
+    """Start one target, run every workload against it, stop it."""
+    if name == "pdserve":
+        ctx = serve_pdserve("configs/local-cpu.yaml", [], ready_timeout_s=900)
+    else:
+        ctx = serve_vllm(str(MODEL_DIR), free_ports(1)[0], VLLM_ARGS, env=ONE_CORE_ENV, ready_timeout_s=900)
+    rows = []
+    with ctx as server:
+        for workload in workloads:
+            run_dir = out / f"{name}-{workload}"
+            if run_dir.exists():
+                shutil.rmtree(run_dir)
+            argv = bench_args(name, server.url, run_dir, workload)
+            with CpuSampler(server.proc.pid) as cpu:
+                rc = bench(argv)
+            records = run_dir / "records.json"
+            if records.exists():
+                with records.open("rb") as src, gzip.open(str(records) + ".gz", "wb", compresslevel=9) as dst:
+                    shutil.copyfileobj(src, dst)
+                records.unlink()
+            assert cpu.report is not None
+            write_json(run_dir / "cpu.json", cpu.report)
+            log(f"{name}/{workload}: rc {rc}, host busy mean {cpu.report.host_busy_mean:.2f}")
+            rows.append({"target": name, "workload": workload, "rc": rc, "argv": ["pdserve-bench", *argv],
+                         "dir": run_dir.name, "host_busy_mean": cpu.report.host_busy_mean,
+                         "server_cores_mean": cpu.report.server_cores_mean})
+    return rows
+
+
+def report(out: Path) -> None:
+    index = json.loads((out / "runs.json").read_text())
+    summaries = {r["dir"]: json.loads((out / r["dir"] / "summary.json").read_text())["runs"][0]
+                 for r in index["runs"]}
+    rows = []
+    for r in index["runs"]:
+        s = summaries[r["dir"]]
+        prompt = s["prompt_tokens"] / max(1, s["n_ok"])
+        rows.append([r["target"], r["workload"], f"{s['n_ok']}/{s['n']}", f"{prompt:.0f}",
+                     ms(s["ttft"]["p50"]), ms(s["ttft"]["p90"]), ms(s["tpot"]["p50"], digits=1),
+                     ms(s["tpot"]["p90"], digits=1), ms(s["itl"]["p50"], digits=1)])
+    md = [markdown_table(["target", "workload", "ok/n", "prompt tokens", "TTFT p50", "TTFT p90", "TPOT p50",
+                          "TPOT p90", "ITL p50"], rows)]
+    workloads = sorted({r["workload"] for r in index["runs"]})
+    ratio_rows = []
+    for w in workloads:
+        pd, base = summaries.get(f"pdserve-{w}"), summaries.get(f"vllm-1core-{w}")
+        if pd and base:
+            ratio_rows.append([w, f"{pd['ttft']['p50'] / base['ttft']['p50']:.2f}",
+                               f"{pd['tpot']['p50'] / base['tpot']['p50']:.2f}"])
+    if ratio_rows:
+        md += ["", "Ratios pdserve / vllm-1core (medians, same requests):", "",
+               markdown_table(["workload", "TTFT p50", "TPOT p50"], ratio_rows)]
+    (out / "results.md").write_text("\n".join(md) + "\n")
+    (out / "results.json").write_text(json.dumps(summaries, indent=2) + "\n")
+    print((out / "results.md").read_text())
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="bench/results/cpu_vllm")
+    p.add_argument("--targets", default="pdserve,vllm-1core")
+    p.add_argument("--workloads", default="short,long")
+    p.add_argument("--report-only", action="store_true")
+    ns = p.parse_args()
+    out = Path(ns.out)
+    if not ns.report_only:
+        out.mkdir(parents=True, exist_ok=True)
+        index: dict[str, Any] = {"machine": machine(), "commit": _commit(), "argv": sys.argv, "model": MODEL_NAME,
+                                 "config": "configs/local-cpu.yaml", "vllm_args": VLLM_ARGS,
+                                 "vllm_env": ONE_CORE_ENV, "runs": []}
+        for name in ns.targets.split(","):
+            index["runs"] += run_target(name, out, ns.workloads.split(","))
+            write_json(out / "runs.json", index)
+    report(out)
+
+
+def _commit() -> str:
+    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+                           text=True, check=False).stdout.strip()
+    return done.stdout.strip() + ("-dirty" if dirty else "")
+
+
+if __name__ == "__main__":
+    main()
