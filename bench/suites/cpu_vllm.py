@@ -75,8 +75,8 @@ def serve_vllm(model: str, port: int, args: Sequence[str], env: dict[str, str] |
         log(f"stopped pid {proc.pid}")
 
 WORKLOADS = {
-    "short": ["--workload", "unique", "--prompt-words", "150"],
-    "long": ["--workload", "unique", "--prompt-words", "1500"],
+    "short": ["--workload", "unique", "--prompt-words", "60"],
+    "long": ["--workload", "unique", "--prompt-words", "600"],
 }
 COMMON = ["--num-requests", "12", "--max-tokens", "32", "--ignore-eos", "--seed", "7", "--concurrency", "1",
           "--temperature", "0"]
@@ -134,7 +134,7 @@ def report(out: Path) -> None:
     ratio_rows = []
     for w in workloads:
         pd, base = summaries.get(f"pdserve-{w}"), summaries.get(f"vllm-1core-{w}")
-        if pd and base:
+        if pd and base and pd["ttft"]["p50"] and base["ttft"]["p50"]:
             ratio_rows.append([w, f"{pd['ttft']['p50'] / base['ttft']['p50']:.2f}",
                                f"{pd['tpot']['p50'] / base['tpot']['p50']:.2f}"])
     if ratio_rows:
