@@ -5,13 +5,13 @@
 # at the limit, SIGKILL 120 s later); the fleet driver starts each server in its own process session and
 # stops it, and every client run has a request count, a sending duration and a per-request timeout.
 # Run from anywhere: `make bench` or `bash bench/run_all.sh`.
-#   SUITES=routing        bash bench/run_all.sh    # a subset (known: routing fleet)
+#   SUITES=routing        bash bench/run_all.sh    # a subset (known: routing fleet cpu_vllm)
 #   OUT=/tmp/results      bash bench/run_all.sh    # somewhere else than bench/results
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-bench/results}
-SUITES=${SUITES:-"routing fleet"}
+SUITES=${SUITES:-"routing fleet cpu_vllm"}
 
 failed=()
 step() {  # step NAME LIMIT_SECONDS CMD...: run one bounded step; on failure note it and go on
@@ -39,7 +39,10 @@ for suite in $SUITES; do
             step fleet 5400 "$PY" -m bench.suites.fleet --out "$OUT/fleet"
             step fleet-report 600 "$PY" -m bench.suites.fleet_report --out "$OUT/fleet"
             ;;
-        *) echo "unknown suite $suite (known: routing fleet)" >&2; exit 2 ;;
+        cpu_vllm) # real vLLM CPU: pdserve vs one plain vLLM on one core (bench/results/cpu_vllm/README.md)
+            step cpu_vllm 1800 "$PY" -m bench.suites.cpu_vllm --out "$OUT/cpu_vllm"
+            ;;
+        *) echo "unknown suite $suite (known: routing fleet cpu_vllm)" >&2; exit 2 ;;
     esac
 done
 
