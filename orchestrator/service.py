@@ -4,6 +4,7 @@ workers. Owns the clients and background tasks it creates; ``close`` releases th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -23,6 +24,9 @@ from orchestrator.scheduler.router import Router
 from protocol.types import KvEventBatch
 
 log = logging.getLogger(__name__)
+
+_LOAD_FIGURES = ("running", "waiting", "kv_usage", "in_flight", "kv_blocks_pulled", "kv_bytes_pulled", "kv_pulls",
+                 "kv_pull_seconds")
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,12 @@ class Service:
                 continue
             for h in pool:
                 g = self.metrics.worker_load
+                self.metrics.worker_healthy.labels(h.worker_id).set(1 if h.healthy else 0)
+                if not h.healthy:  # a dead worker's last figures are not its load: drop them
+                    for figure in _LOAD_FIGURES:
+                        with contextlib.suppress(KeyError):
+                            g.remove(h.worker_id, figure)
+                    continue
                 g.labels(h.worker_id, "running").set(h.load.running)
                 g.labels(h.worker_id, "waiting").set(h.load.waiting)
                 g.labels(h.worker_id, "kv_usage").set(h.load.kv_usage)
@@ -127,7 +137,6 @@ class Service:
                 g.labels(h.worker_id, "kv_bytes_pulled").set(h.load.kv_bytes_pulled)
                 g.labels(h.worker_id, "kv_pulls").set(h.load.kv_pulls)
                 g.labels(h.worker_id, "kv_pull_seconds").set(h.load.kv_pull_seconds)
-                self.metrics.worker_healthy.labels(h.worker_id).set(1 if h.healthy else 0)
 
     async def close(self) -> None:
         for monitor in self._monitors:

@@ -272,6 +272,10 @@ def test_client_disconnect_during_prefill_aborts_on_the_prefill_worker(stub_fron
     assert front.wait_until(lambda: front.service.prefill.get("prefill-0").in_flight == 0, 5)  # type: ignore[union-attr]
 
 
+def _metrics_text(front: FrontEnd) -> str:
+    return httpx.get(f"{front.url}/metrics", timeout=5).text
+
+
 def test_dead_decode_pool_is_503(tiny_model_dir: Path, tokenizer: Tokenizer, harness_loop: LoopThread,
                                  start_workers: StartWorkers) -> None:
     config = sim_config(tiny_model_dir, prefill=0, decode=1)
@@ -281,6 +285,7 @@ def test_dead_decode_pool_is_503(tiny_model_dir: Path, tokenizer: Tokenizer, har
         ok = httpx.post(f"{front.url}/v1/chat/completions", json=chat(max_tokens=3), timeout=30)
         assert ok.status_code == 200 and ok.headers["x-prefill-worker"] == "none"
         assert ok.headers["x-decode-worker"] == "decode-0" and ok.headers["x-route-reason"]
+        assert 'pdserve_worker_load{figure="running",worker="decode-0"}' in _metrics_text(front)
         (endpoint,) = endpoints
         os.killpg(endpoint.pid, signal.SIGKILL)  # the worker runs in its own session: its group is ours
         assert front.wait_until(lambda: httpx.get(f"{front.url}/health", timeout=5).status_code == 503, 10)
@@ -294,6 +299,9 @@ def test_dead_decode_pool_is_503(tiny_model_dir: Path, tokenizer: Tokenizer, har
             assert error["type"] == "service_unavailable"
             assert "no healthy decode worker" in error["message"].lower()
         assert front.metric("pdserve_worker_healthy", worker="decode-0") == 0
+        # Its last load figures are gone, not shown forever.
+        assert 'worker="decode-0"' not in "".join(
+            line for line in _metrics_text(front).splitlines(keepends=True) if line.startswith("pdserve_worker_load"))
     finally:
         front.stop()
         launcher.stop()
