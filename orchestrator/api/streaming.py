@@ -43,11 +43,21 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
             if done:
                 return task.result()
             if await request.is_disconnected():
-                task.cancel()
+                await _cancel_and_wait(task)
                 raise ClientGone()
     except asyncio.CancelledError:
-        task.cancel()
+        await _cancel_and_wait(task)
         raise
+
+
+_CANCEL_WAIT_S = 10.0
+
+
+async def _cancel_and_wait(task: asyncio.Future[Any]) -> None:
+    """Cancel ``task`` and wait (bounded) until it has finished: its cleanup aborts the request on the
+    workers, and a cancel that is only requested can be lost or outlive the HTTP request."""
+    task.cancel()
+    await asyncio.wait({task}, timeout=_CANCEL_WAIT_S)
 
 
 @dataclass(frozen=True)
