@@ -154,7 +154,7 @@ class CpuConfig(_Strict):
     of a host its own disjoint cores (``worker.cpu_share``), keeping ``frontend_cores`` for the front end
     while every worker still gets one; ``none`` leaves binding to vLLM (which, left on its ``auto``, put
     two engines' compute threads on one core of a 2-core host). A ``VLLM_CPU_OMP_THREADS_BIND`` set in
-    ``engine.env`` overrides the computed OpenMP binding."""
+    ``engine.env`` replaces the whole computed share (no pinning)."""
 
     bind: Literal["auto", "none"] = "auto"
     frontend_cores: int = Field(default=1, ge=0)

@@ -45,12 +45,15 @@ def cores_for(share: CpuShare, available: Sequence[int]) -> list[int]:
 
 def pin(share: CpuShare, env: MutableMapping[str, str]) -> list[int]:
     """Hold this process (its calling thread and everything it starts later) to the share's cores and
-    set the OpenMP binding for vLLM in ``env`` (mutated). A binding already set in ``env``
-    (``VLLM_CPU_OMP_THREADS_BIND`` from the config) wins: then only the process mask is set to it.
-    Call before any other thread starts. Returns the cores."""
+    set the OpenMP binding for vLLM in ``env`` (mutated). A ``VLLM_CPU_OMP_THREADS_BIND`` already in
+    ``env`` (set in the config's ``engine.env``) is the operator's choice: then nothing is pinned and
+    ``[]`` is returned. Call before any other thread starts. Returns the cores pinned."""
+    if env.get("VLLM_CPU_OMP_THREADS_BIND", "auto") != "auto":
+        log.info("VLLM_CPU_OMP_THREADS_BIND=%s set by the config: not pinning", env["VLLM_CPU_OMP_THREADS_BIND"])
+        return []
     cores = cores_for(share, sorted(os.sched_getaffinity(0)))
     listed = ",".join(str(c) for c in cores)
-    env.setdefault("VLLM_CPU_OMP_THREADS_BIND", listed)
+    env["VLLM_CPU_OMP_THREADS_BIND"] = listed
     env.setdefault("OMP_NUM_THREADS", str(len(cores)))
     env[CORES_ENV] = listed
     os.sched_setaffinity(0, cores)

@@ -11,7 +11,7 @@ from orchestrator.config import parse_config
 from orchestrator.launch.plan import plan_processes
 from protocol.launch import CpuShare
 from transfer.cpu_affinity import clamp
-from worker.cpu_share import cores_for
+from worker.cpu_share import CORES_ENV, cores_for, pin
 
 BASE: dict[str, Any] = {"apiVersion": "pdserve/v1", "model": {"name": "m", "path": "/models/m"}}
 
@@ -59,3 +59,9 @@ def test_the_plan_gives_each_vllm_cpu_worker_its_own_slot() -> None:
 def test_no_share_for_gpus_sim_or_when_binding_is_off(sections: dict[str, Any]) -> None:
     cfg = parse_config({**BASE, **sections})
     assert all(w.engine.cpu_share is None for p in plan_processes(cfg, run_id="r") for w in p.workers)
+
+
+def test_a_binding_set_in_the_config_is_left_alone() -> None:
+    env = {"VLLM_CPU_OMP_THREADS_BIND": "0-1"}
+    assert pin(CpuShare(slot=0, slots=2), env) == []
+    assert env == {"VLLM_CPU_OMP_THREADS_BIND": "0-1"} and CORES_ENV not in env
