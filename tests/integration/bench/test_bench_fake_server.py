@@ -51,7 +51,10 @@ def test_single_target_measures_the_servers_delays_and_writes_files(
         assert 0.12 <= r["ttft_s"] < 0.12 + 0.1
         assert 0.03 * 0.97 <= r["tpot_s"] < 0.03 + 0.02
         assert r["e2e_s"] == pytest.approx(0.12 + 7 * 0.03, abs=0.12)
-        assert len(r["itl_s"]) == 7 and all(0.02 < gap < 0.08 for gap in r["itl_s"])
+        # One gap per chunk. A chunk delivered late makes the next gap short, so only their sum is
+        # bounded by the server's 7 sleeps of 30 ms.
+        assert len(r["itl_s"]) == 7 and all(gap > 0 for gap in r["itl_s"])
+        assert sum(r["itl_s"]) >= 7 * 0.03 * 0.97
         assert r["output_tokens"] == 8 and r["cached_tokens"] == r["prompt_tokens"] // 2
         assert r["decode_worker"] == "decode-0" and r["route_reason"] == "prefix_match"
         assert r["prefill_worker"] in {"prefill-0", "prefill-1"}
@@ -102,7 +105,7 @@ def test_two_targets_side_by_side_with_multi_token_chunks(
     for r in fast_recs:
         # Lower bounds are the server's sleeps; upper bounds would only measure how busy the host is.
         assert r["ttft_s"] >= 0.04
-        assert len(r["itl_s"]) == 4 and all(gap > 0.05 for gap in r["itl_s"])  # per chunk: ~2 x 30 ms
+        assert len(r["itl_s"]) == 4 and sum(r["itl_s"]) >= 4 * 0.06 * 0.97  # per chunk: ~2 x 30 ms each
         # TPOT is per token although chunks carry two: the 8 tokens after the first over the 4 gaps.
         assert r["tpot_s"] >= 0.03 * 0.97
         assert r["tpot_s"] == pytest.approx(sum(r["itl_s"]) / 8, rel=0.02)
