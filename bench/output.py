@@ -16,7 +16,7 @@ import csv
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, fields, is_dataclass, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -77,8 +77,8 @@ def summary_row(s: RunSummary) -> dict[str, Any]:
 
 
 def config_dict(config: BenchConfig) -> dict[str, Any]:
-    redacted = replace(config, targets=tuple(replace(t, api_key="***" if t.api_key else None) for t in config.targets))
-    return asdict(redacted) if is_dataclass(redacted) else {}
+    redacted = tuple(replace(t, api_key="***" if t.api_key else None) for t in config.targets)
+    return asdict(replace(config, targets=redacted))
 
 
 def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:

@@ -12,28 +12,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from matplotlib import rcParams
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from bench import metrics
 from bench.metrics import RunSummary
 from bench.record import RequestRecord, RunResult
 from bench.report import GOODPUT_UNITS
+from bench.suites.report_util import cdf, save
 
 LatencyFn = Callable[[RequestRecord], float | None]
-
-
-def _save(fig: Figure, path: Path) -> None:
-    FigureCanvasAgg(fig)  # attaches the Agg canvas to the figure
-    fig.savefig(path, dpi=110)
-
-
-def _cdf(ax: Axes, values: Sequence[float], label: str) -> None:
-    xs = sorted(v * 1000 for v in values)
-    ys = [(i + 1) / len(xs) for i in range(len(xs))]
-    xs, ys = [xs[0], *xs], [0.0, *ys]
-    ax.step(xs, ys, where="post", label=label)
 
 
 def plot_cdf(path: Path, results: Sequence[RunResult], fn: LatencyFn, name: str) -> Path:
@@ -44,8 +31,7 @@ def plot_cdf(path: Path, results: Sequence[RunResult], fn: LatencyFn, name: str)
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
     for label, values in groups.items():
-        if values:
-            _cdf(ax, values, label)
+        cdf(ax, [v * 1000 for v in values], label)
     ax.set_xlabel(f"{name} (ms)")
     ax.set_ylabel("fraction of requests")
     ax.set_ylim(0, 1.01)
@@ -53,9 +39,7 @@ def plot_cdf(path: Path, results: Sequence[RunResult], fn: LatencyFn, name: str)
     ax.grid(alpha=0.3)
     if any(groups.values()):
         ax.legend(fontsize="small")
-    fig.tight_layout()
-    _save(fig, path)
-    return path
+    return save(fig, path, dpi=110)
 
 
 PANELS: tuple[tuple[str, Callable[[RunSummary], tuple[float | None, float | None]]], ...] = (
@@ -92,9 +76,7 @@ def plot_vs_load(path: Path, summaries: Sequence[RunSummary]) -> Path:
         if ax.has_data():
             ax.legend(fontsize="small")
     fig.suptitle("latency and throughput against load")
-    fig.tight_layout()
-    _save(fig, path)
-    return path
+    return save(fig, path, dpi=110)
 
 
 def write_plots(out_dir: str | Path, results: Sequence[RunResult], summaries: Sequence[RunSummary]) -> list[Path]:

@@ -29,7 +29,7 @@ def _num(x: float | None, fmt: str = "{:.2f}") -> str:
     return "-" if x is None else fmt.format(x)
 
 
-def _pct(x: float | None) -> str:
+def pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
@@ -54,8 +54,8 @@ COLUMNS: tuple[tuple[str, Callable[[RunSummary], str]], ...] = (
     ("ITL p50", lambda s: _ms(s.itl.p50)),
     ("p99", lambda s: _ms(s.itl.p99)),
     ("E2E p50", lambda s: _ms(s.e2e.p50)),
-    ("hit", lambda s: _pct(s.hit_rate)),
-    ("SLO ok", lambda s: _pct(s.slo_attainment)),
+    ("hit", lambda s: pct(s.hit_rate)),
+    ("SLO ok", lambda s: pct(s.slo_attainment)),
 )
 
 

@@ -40,9 +40,7 @@ class TextGen:
         self._vocab = vocabulary()
 
     def words(self, n: int) -> str:
-        """``n`` words as sentences of 6-14 words, capitalised and ending in a full stop."""
-        if n <= 0:
-            return ""
+        """``n`` words as sentences of 6-14 words, capitalised and ending in a full stop ('' for ``n <= 0``)."""
         out: list[str] = []
         remaining = n
         while remaining > 0:

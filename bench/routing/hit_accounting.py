@@ -17,35 +17,21 @@ def _ratio(num: int, den: int) -> float:
 
 @dataclass(frozen=True)
 class HitTally:
-    """Immutable running totals; ``add`` and ``merge`` return new tallies.
+    """Immutable running totals; ``add`` returns a new tally."""
 
-    ``overpredicted_tokens`` sums ``max(0, predicted - observed)``: tokens the router counted on that the
-    engine had to compute anyway (a stale index, or the engine evicted between routing and prefill)."""
-
-    requests: int = 0
     prompt_tokens: int = 0
     predicted_tokens: int = 0
     observed_tokens: int = 0
-    overpredicted_tokens: int = 0
 
     def add(self, *, prompt_tokens: int, predicted_tokens: int, observed_tokens: int) -> HitTally:
         """Count one request. Raises ``ValueError`` on a negative count."""
         if min(prompt_tokens, predicted_tokens, observed_tokens) < 0:
             raise ValueError("token counts must be >= 0")
         return HitTally(
-            self.requests + 1,
             self.prompt_tokens + prompt_tokens,
             self.predicted_tokens + predicted_tokens,
             self.observed_tokens + observed_tokens,
-            self.overpredicted_tokens + max(0, predicted_tokens - observed_tokens),
         )
-
-    def merge(self, other: HitTally) -> HitTally:
-        return HitTally(*(a + b for a, b in zip(self.astuple(), other.astuple(), strict=True)))
-
-    def astuple(self) -> tuple[int, int, int, int, int]:
-        return (self.requests, self.prompt_tokens, self.predicted_tokens, self.observed_tokens,
-                self.overpredicted_tokens)
 
     @property
     def predicted_hit_rate(self) -> float:
@@ -61,8 +47,3 @@ class HitTally:
     def realised_ratio(self) -> float:
         """Observed over predicted cached tokens (1.0: the index is exact; 0 when nothing was predicted)."""
         return _ratio(self.observed_tokens, self.predicted_tokens)
-
-    @property
-    def overprediction_rate(self) -> float:
-        """Share of predicted cached tokens the engine did not have."""
-        return _ratio(self.overpredicted_tokens, self.predicted_tokens)

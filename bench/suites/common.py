@@ -208,12 +208,14 @@ def write_json(path: Path, data: object) -> None:
                                else str(o)) + "\n")
 
 
+def git(*args: str) -> str:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30).stdout.strip()
+    return ""
+
+
 def git_state() -> dict[str, object]:
     """The commit the servers ran from, and which serving files differed from it (others work in this tree)."""
-    def git(*args: str) -> str:
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30).stdout.strip()
-        return ""
     dirty = git("status", "--porcelain", "--", "orchestrator", "worker", "prefill", "decode", "transfer", "protocol",
                 "configs", "bench")
     return {"commit": git("rev-parse", "--short", "HEAD"), "dirty": dirty.splitlines()}

@@ -34,7 +34,7 @@ from typing import Any
 
 import httpx
 
-from bench.suites.common import ROOT, CpuSampler, Running, bench, log, log_tail, machine, serve_pdserve, write_json
+from bench.suites.common import ROOT, CpuSampler, Running, bench, git, log, log_tail, machine, serve_pdserve, write_json
 from bench.suites.report_util import markdown_table, ms
 from transfer.ports import free_ports
 
@@ -165,10 +165,7 @@ def main() -> None:
 
 
 def _commit() -> str:
-    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
-                           text=True, check=False).stdout.strip()
-    return done.stdout.strip() + ("-dirty" if dirty else "")
+    return git("rev-parse", "HEAD") + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 if __name__ == "__main__":

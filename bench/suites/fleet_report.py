@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.report import pct
 from bench.suites.fleet import POLICIES
-from bench.suites.report_util import cdf, load_run, markdown_table, ms, new_figure, pct, save
+from bench.suites.report_util import cdf, load_run, markdown_table, ms, new_figure, save
 
 PREFILL_WORKERS = 32
 
@@ -139,8 +141,21 @@ def main() -> None:
     keys = sorted(groups)
     workloads = sorted({w for w, _ in keys})
     rates = sorted({r for _, r in keys})
-    for name, metric, xlabel in (("ttft_cdf.png", "ttft_s", "TTFT (ms, H100 time)"),
-                                 ("tpot_cdf.png", "tpot_s", "TPOT (ms, H100 time)")):
+
+    def cdf_of(metric: str) -> Callable[[Any, str, dict[str, Any]], None]:
+        return lambda ax, policy, run: cdf(ax, [rec[metric] * 1000 * run["speedup"] for rec in run["records"]
+                                                if rec["ok"] and rec[metric] is not None], policy)
+
+    def per_worker(ax: Any, policy: str, run: dict[str, Any]) -> None:
+        counts = worker_counts(run["summary"])
+        ax.plot(range(1, len(counts) + 1), counts, "o-", ms=3, label=policy)
+
+    # One panel per (workload, rate), one line per policy: (file, title suffix, x label, y label, line).
+    for name, title, xlabel, ylabel, draw in (
+            ("ttft_cdf.png", " (H100 time)", "TTFT (ms, H100 time)", "fraction of requests", cdf_of("ttft_s")),
+            ("tpot_cdf.png", " (H100 time)", "TPOT (ms, H100 time)", "fraction of requests", cdf_of("tpot_s")),
+            ("requests_per_worker.png", ": requests per prefill worker", "prefill worker, busiest first", "requests",
+             per_worker)):
         fig, axes = new_figure(5.5 * len(rates), 3.8 * len(workloads), len(workloads), len(rates))
         for i, w in enumerate(workloads):
             for j, r in enumerate(rates):
@@ -148,31 +163,13 @@ def main() -> None:
                 for policy in POLICIES:
                     maybe = groups.get((w, r), {}).get(policy)
                     if maybe:
-                        vals = [rec[metric] * 1000 * maybe["speedup"] for rec in maybe["records"]
-                                if rec["ok"] and rec[metric] is not None]
-                        cdf(ax, vals, policy)
-                ax.set_title(f"{w}, {r:g} req/s (H100 time)")
+                        draw(ax, policy, maybe)
+                ax.set_title(f"{w}, {r:g} req/s{title}")
                 ax.set_xlabel(xlabel)
-                ax.set_ylabel("fraction of requests")
+                ax.set_ylabel(ylabel)
                 ax.grid(alpha=0.3)
                 ax.legend(fontsize="small")
         save(fig, out / name)
-
-    fig, axes = new_figure(5.5 * len(rates), 3.8 * len(workloads), len(workloads), len(rates))
-    for i, w in enumerate(workloads):
-        for j, r in enumerate(rates):
-            ax = axes[i][j]
-            for policy in POLICIES:
-                maybe = groups.get((w, r), {}).get(policy)
-                if maybe:
-                    counts = worker_counts(maybe["summary"])
-                    ax.plot(range(1, len(counts) + 1), counts, "o-", ms=3, label=policy)
-            ax.set_title(f"{w}, {r:g} req/s: requests per prefill worker")
-            ax.set_xlabel("prefill worker, busiest first")
-            ax.set_ylabel("requests")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize="small")
-    save(fig, out / "requests_per_worker.png")
 
     fig, axes = new_figure(15, 3.8 * len(workloads), len(workloads), 3)
     width = 0.8 / max(1, len(rates))

@@ -1,5 +1,5 @@
 """Reading suite runs back (summaries, records, CPU samples) and drawing figures with matplotlib's Agg
-canvas (no display). Used by the ``*_report`` modules of ``bench/suites``."""
+canvas (no display). Used by the ``*_report`` modules of ``bench/suites`` and by ``bench.plots``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from bench import metrics
 
 INT_FIELDS = {"repeat", "output_tokens_counted", "turn", "prompt_tokens", "cached_tokens", "output_tokens",
               "status", "chunks"}
@@ -57,18 +59,9 @@ def ms(x: float | None, scale: float = 1.0, digits: int = 0) -> str:
     return "-" if x is None else f"{x * 1000 * scale:,.{digits}f}"
 
 
-def pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f}%"
-
-
 def percentile(values: Sequence[float], q: float) -> float | None:
-    xs = sorted(values)
-    if not xs:
-        return None
-    pos = (len(xs) - 1) * q / 100
-    lo = int(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+    """``bench.metrics.percentile``, or None for no values."""
+    return metrics.percentile(values, q) if values else None
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]], align: str | None = None) -> str:
@@ -84,10 +77,10 @@ def new_figure(width: float, height: float, rows: int = 1, cols: int = 1) -> tup
     return fig, fig.subplots(rows, cols, squeeze=False)
 
 
-def save(fig: Figure, path: Path) -> Path:
-    FigureCanvasAgg(fig)
+def save(fig: Figure, path: Path, dpi: int = 100) -> Path:
+    FigureCanvasAgg(fig)  # attaches the Agg canvas to the figure
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=dpi)
     return path
 
 

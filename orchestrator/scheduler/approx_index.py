@@ -12,7 +12,6 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 from .mask_table import MaskTable
-from .prefix_index import IndexStats
 
 
 class ApproxPrefixIndex:
@@ -87,6 +86,3 @@ class ApproxPrefixIndex:
     @property
     def size(self) -> int:
         return self._table.num_entries
-
-    def stats(self) -> IndexStats:
-        return IndexStats(len(self._lru), self._table.num_entries, self._table.num_hashes, 0, 0)

@@ -19,13 +19,12 @@ from .request import RouteRequest, WorkerState
 SHORT_PROMPT = "short_prompt"
 PREFILL_SATURATED = "prefill_saturated"
 DISAGGREGATED = "disaggregated"
-DISAGG_REASONS = frozenset({SHORT_PROMPT, PREFILL_SATURATED, DISAGGREGATED})
 
 
 @dataclass(frozen=True)
 class DisaggDecision:
     """``mode`` is where the prefill runs; ``uncached_tokens`` is the prompt work left after the best
-    prefill worker's cached prefix; ``reason`` is a label from ``DISAGG_REASONS``."""
+    prefill worker's cached prefix; ``reason`` is one of the three labels above."""
 
     mode: Literal["remote", "local"]
     reason: str

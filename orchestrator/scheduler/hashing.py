@@ -55,10 +55,11 @@ def as_uint32(token_ids: TokenIds) -> np.ndarray:
     return np.frombuffer(packed, dtype=np.uint32).astype("<u4", copy=False)
 
 
-def block_hashes(
+def block_hash_list(
     token_ids: TokenIds, block_size: int, salt: bytes, *, parent: int | None = None
-) -> np.ndarray:
-    """Chained hashes of the full blocks of ``token_ids``, as a fresh ``uint64`` array.
+) -> list[int]:
+    """Chained hashes of the full blocks of ``token_ids``, as a fresh list of Python ints (the form the
+    prefix index keys on).
 
     The chain starts from ``salt`` (``parent is None``) or continues after the block whose pdserve hash
     is ``parent`` (then ``salt`` is ignored): hashing a prompt in two pieces, the second with
@@ -66,13 +67,6 @@ def block_hashes(
 
     Raises ``ValueError`` for ``block_size < 1`` or token ids outside ``[0, 2**32)``.
     """
-    return np.array(block_hash_list(token_ids, block_size, salt, parent=parent), dtype=np.uint64)
-
-
-def block_hash_list(
-    token_ids: TokenIds, block_size: int, salt: bytes, *, parent: int | None = None
-) -> list[int]:
-    """``block_hashes`` as a fresh list of Python ints (the form the prefix index keys on)."""
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
     tokens = as_uint32(token_ids)

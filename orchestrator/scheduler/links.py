@@ -14,8 +14,7 @@ DEFAULT_CROSS_HOST_BYTES_PER_S = 1.25e9
 class LinkTable:
     """Bytes per second from a prefill host to a decode host. Explicit ``links`` entries
     ``(src, dst, bytes_per_s)`` win (looked up as given, then reversed); otherwise same-host or cross-host
-    defaults apply. Immutable: ``with_link`` returns a new table. Raises ``ValueError`` on a
-    non-positive bandwidth."""
+    defaults apply. Immutable. Raises ``ValueError`` on a non-positive bandwidth."""
 
     same_host_bytes_per_s: float = DEFAULT_SAME_HOST_BYTES_PER_S
     cross_host_bytes_per_s: float = DEFAULT_CROSS_HOST_BYTES_PER_S
@@ -37,8 +36,3 @@ class LinkTable:
 
     def transfer_seconds(self, nbytes: int, src: str, dst: str) -> float:
         return nbytes / self.bandwidth(src, dst)
-
-    def with_link(self, src: str, dst: str, bytes_per_s: float) -> LinkTable:
-        """A copy with the ``src -> dst`` bandwidth set (e.g. from a measurement)."""
-        kept = tuple(link for link in self.links if link[:2] != (src, dst))
-        return LinkTable(self.same_host_bytes_per_s, self.cross_host_bytes_per_s, (*kept, (src, dst, bytes_per_s)))

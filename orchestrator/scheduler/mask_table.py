@@ -45,10 +45,6 @@ class MaskTable:
             self._worker_at[slot] = None
             self._free.append(slot)
 
-    @property
-    def workers(self) -> tuple[str, ...]:
-        return tuple(self._slot_of)
-
     # -- entries -----------------------------------------------------------------------------------
     def add(self, block_hash: int, bit: int) -> bool:
         """Set ``bit`` on ``block_hash``; True when it was not set before (mutates)."""

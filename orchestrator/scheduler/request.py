@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from protocol.types import EngineLoad
-
 
 @dataclass(frozen=True)
 class RouteRequest:
@@ -58,9 +56,3 @@ class WorkerState:
     @property
     def has_room(self) -> bool:
         return self.queue_bound is None or self.waiting < self.queue_bound
-
-    @classmethod
-    def from_load(cls, worker_id: str, load: EngineLoad, **extra: object) -> WorkerState:
-        """Build from an ``EngineLoad`` report; ``extra`` sets the other fields by name."""
-        return cls(worker_id, running=load.running, waiting=load.waiting, kv_usage=load.kv_usage,
-                   **extra)  # type: ignore[arg-type]

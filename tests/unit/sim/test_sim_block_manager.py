@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from protocol.types import AllBlocksCleared, BlockRemoved, BlockStored
+from protocol.types import BlockRemoved, BlockStored
 from worker.engines.sim.block_manager import BlockManager, block_hash
 
 BS = 4
@@ -44,7 +44,7 @@ def test_allocate_counts_only_the_leading_run_of_cached_blocks() -> None:
     full(bm, "a", [1, 1, 1, 1, 2, 2, 2, 2, 3])
     assert bm.match([1, 1, 1, 1, 9, 9, 9, 9, 3, 3, 3, 3, 0]) == 4
     assert bm.match([9, 9, 9, 9, 2, 2, 2, 2, 0]) == 0  # same second block, different parent
-    assert bm.cached_prefix_blocks([1, 1, 1, 1, 2, 2, 2, 2]) == 2
+    assert bm.match([1, 1, 1, 1, 2, 2, 2, 2, 0]) == 8
     assert bm.match([1, 1, 1, 1, 2, 2, 2, 2]) == 4
 
 
@@ -179,17 +179,6 @@ def test_rename_moves_a_table_and_keeps_it_growing() -> None:
         bm.rename("a", "lease")
     bm.free("lease")
     assert bm.usage == pytest.approx(1 / 8)
-
-
-def test_reset_refuses_while_blocks_are_in_use_then_clears() -> None:
-    bm = BlockManager(8, BS)
-    full(bm, "a", list(range(9)))
-    assert bm.reset() is False
-    bm.free("a")
-    bm.take_events()
-    assert bm.reset() is True
-    assert bm.take_events() == (AllBlocksCleared(),)
-    assert bm.num_cached_blocks == 0 and bm.match(list(range(9))) == 0
 
 
 def test_drain_numbers_batches_consecutively_and_skips_empty() -> None:

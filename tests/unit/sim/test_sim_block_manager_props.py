@@ -11,7 +11,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from protocol.types import AllBlocksCleared, BlockRemoved, BlockStored
+from protocol.types import BlockRemoved, BlockStored
 from worker.engines.sim.block_manager import BlockManager, block_hash
 
 BS, NUM_BLOCKS = 2, 8
@@ -52,13 +52,11 @@ class BlockManagerMachine(RuleBasedStateMachine):
                     assert parent == h
                     assert h not in self.replayed, "stored twice without removal"
                     self.replayed.add(h)
-            elif isinstance(ev, BlockRemoved):
+            else:
+                assert isinstance(ev, BlockRemoved)
                 for h in ev.block_hashes:
                     assert h in self.replayed, "removed a block never stored"
                     self.replayed.remove(h)
-            else:
-                assert isinstance(ev, AllBlocksCleared)
-                self.replayed.clear()
 
     # ------------------------------------------------------------------ operations
     @rule(tokens=TOKENS, salt=SALTS, data=st.data())
@@ -115,10 +113,6 @@ class BlockManagerMachine(RuleBasedStateMachine):
         self.bm.free(seq_id)
         self.freed.append((self.tokens[seq_id], self.salt[seq_id]))
         del self.tokens[seq_id], self.salt[seq_id], self.computed[seq_id]
-
-    @rule()
-    def reset(self) -> None:
-        assert self.bm.reset() == (not self.tokens)
 
     # ------------------------------------------------------------------ invariants
     @invariant()

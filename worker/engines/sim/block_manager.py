@@ -15,9 +15,9 @@ Contracts (checked by the property tests):
   evicts it and emits ``BlockRemoved``;
 * a new sequence reuses the longest run of cached full blocks that prefix its tokens, but never
   its last token (that token must be computed to sample the next one), as vLLM does;
-* replaying the emitted events into a set (add on ``BlockStored``, discard on ``BlockRemoved``,
-  clear on ``AllBlocksCleared``) yields exactly ``cached_block_hashes()``. When two sequences
-  compute the same block concurrently only the first registers it; the copy stays unhashed.
+* replaying the emitted events into a set (add on ``BlockStored``, discard on ``BlockRemoved``)
+  yields exactly ``cached_block_hashes()``. When two sequences compute the same block concurrently
+  only the first registers it; the copy stays unhashed.
 
 Not thread-safe; pure bookkeeping, no I/O and no clock (``drain_events`` takes the timestamp).
 """
@@ -30,7 +30,7 @@ from collections.abc import Sequence
 
 import xxhash
 
-from protocol.types import AllBlocksCleared, BlockRemoved, BlockStored, KvEvent, KvEventBatch
+from protocol.types import BlockRemoved, BlockStored, KvEvent, KvEventBatch
 
 
 def block_hash(parent: int | None, tokens: Sequence[int], salt: str | None = None) -> int:
@@ -101,10 +101,6 @@ class BlockManager:
             parent = block_hash(parent, token_ids[i * bs:(i + 1) * bs], cache_salt if i == 0 else None)
             out.append(parent)
         return out
-
-    def cached_prefix_blocks(self, token_ids: Sequence[int], cache_salt: str | None = None) -> int:
-        """How many leading full blocks of ``token_ids`` are in the prefix cache right now."""
-        return len(self._match(token_ids, cache_salt, len(token_ids) // self.block_size))
 
     def match(self, token_ids: Sequence[int], cache_salt: str | None = None) -> int:
         """Cached tokens ``allocate`` would reuse for a new sequence with these tokens: the leading
@@ -212,16 +208,6 @@ class BlockManager:
                 self._free[b] = None
                 if self._hash[b] is None:
                     self._free.move_to_end(b, last=False)
-
-    def reset(self) -> bool:
-        """Drop the whole prefix cache (emits ``AllBlocksCleared``); False if any block is in use."""
-        if self._tables:
-            return False
-        for b in self._cached.values():
-            self._hash[b] = None
-        self._cached.clear()
-        self._pending.append(AllBlocksCleared())
-        return True
 
     # ----------------------------------------------------------------- events
     def take_events(self) -> tuple[KvEvent, ...]:
