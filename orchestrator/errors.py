@@ -9,12 +9,16 @@ from __future__ import annotations
 
 class WorkerError(RuntimeError):
     """A worker call failed or timed out. ``retryable`` is False for errors the request caused;
-    ``timed_out`` is True when the worker did not answer in time (HTTP 504 rather than 502)."""
+    ``timed_out`` is True when the worker did not answer in time (HTTP 504 rather than 502);
+    ``void_reason`` is set when a decode worker could not read the request's KV handoff (``lease_expired``,
+    ``source_gone``, ``load_failed``): it produced nothing, and the request may be prefilled again."""
 
-    def __init__(self, worker_id: str, message: str, retryable: bool = True, timed_out: bool = False) -> None:
+    def __init__(self, worker_id: str, message: str, retryable: bool = True, timed_out: bool = False,
+                 void_reason: str | None = None) -> None:
         self.worker_id = worker_id
         self.retryable = retryable
         self.timed_out = timed_out
+        self.void_reason = void_reason
         super().__init__(f"worker {worker_id}: {message}")
 
 

@@ -2,9 +2,12 @@
 
 ``place`` hashes the prompt once, decides remote or local prefill, picks a prefill worker (retrying
 once on another worker when one fails), runs the Prefill RPC and picks a decode worker priced by the
-KV transfer. ``stream`` runs the Generate stream on the decode worker with first-token and
-inter-token timeouts. Cancelling ``place`` aborts the prefill on its worker; closing ``stream`` before
-the finished chunk aborts the decode. Routing, latency and handoff metrics are recorded here; request
+KV transfer, taking a seat there at once (``Seat``). ``stream`` runs the Generate stream on the decode
+worker with first-token and inter-token timeouts; a handoff the decode worker cannot read is dealt with
+by ``transfer.on_pull_failure`` (retry on another pair, recompute on the decode worker, or fail), once.
+Cancelling ``place`` aborts the prefill on its worker; closing ``stream`` before the finished chunk aborts
+the decode; ``release`` ends a placement that was never streamed. Either frees a handoff the decode
+worker never read on its prefill worker at once. Routing, latency and handoff metrics are recorded here; request
 outcomes by the front end's facade (``orchestrator.frontend``). The HTTP layer owns text, chat templates
 and SSE. Failures raise ``NoHealthyWorker`` or ``WorkerError`` (``orchestrator.errors``).
 """
@@ -16,39 +19,18 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
 
 from orchestrator.config import ServerConfig
 from orchestrator.errors import NoHealthyWorker, WorkerError
 from orchestrator.metrics import Metrics
+from orchestrator.placement import FlowRequest, Placement, Seat
 from orchestrator.pools.pool import WorkerHandle, WorkerPool
 from orchestrator.scheduler.decision import NoEligibleWorker
 from orchestrator.scheduler.request import RouteRequest, WorkerState
 from orchestrator.scheduler.router import Router
-from protocol.types import GenerateCall, KVHandoff, PrefillCall, SamplingSpec, TokenChunk
+from protocol.types import GenerateCall, KVHandoff, PrefillCall, TokenChunk
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class FlowRequest:
-    request_id: str
-    prompt: tuple[int, ...]
-    sampling: SamplingSpec
-    cache_salt: str | None = None
-    session_key: str | None = None
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where a request runs. ``prefill_worker`` is None when the decode worker prefills locally."""
-
-    decode_worker: str
-    prefill_worker: str | None
-    route_reason: str
-    handoff: KVHandoff | None
-    predicted_cached_tokens: int
-    started: float
 
 
 def worker_state(handle: WorkerHandle, queue_bound: int) -> WorkerState:
@@ -63,7 +45,8 @@ def worker_state(handle: WorkerHandle, queue_bound: int) -> WorkerState:
 
 class RequestFlow:
     def __init__(self, *, router: Router, prefill: WorkerPool | None, decode: WorkerPool, metrics: Metrics,
-                 server: ServerConfig, prefill_policy: str, decode_policy: str, kv_bytes_per_token: int) -> None:
+                 server: ServerConfig, prefill_policy: str, decode_policy: str, kv_bytes_per_token: int,
+                 on_pull_failure: str = "retry") -> None:
         self._router = router
         self._prefill = prefill
         self._decode = decode
@@ -72,6 +55,7 @@ class RequestFlow:
         self._prefill_policy = prefill_policy
         self._decode_policy = decode_policy
         self._kv_bytes_per_token = kv_bytes_per_token
+        self._on_pull_failure = on_pull_failure
 
     def _states(self, pool: WorkerPool | None, exclude: set[str] = frozenset()) -> list[WorkerState]:  # type: ignore[assignment]
         if pool is None:
@@ -103,14 +87,26 @@ class RequestFlow:
                 raise NoHealthyWorker("no healthy worker") from None
             self._metrics.decisions.labels("colocated", self._prefill_policy, decision.reason).inc()
             return Placement(decision.worker_id, None, decision.reason, None,
-                             self._predicted(route, decision.matched_blocks), started)
+                             self._predicted(route, decision.matched_blocks), started, self._seat(decision.worker_id))
         if not remote:
             decision = self._route_decode(route, None)
             return Placement(decision.worker_id, None, local_reason, None,
-                             self._predicted(route, match.get(decision.worker_id, 0)), started)
-        handoff, prefill_id, reason, matched = await self._prefill_with_retry(req, route, match)
-        decision = self._route_decode(route, self._prefill.get(prefill_id).host if self._prefill else None)
-        return Placement(decision.worker_id, prefill_id, reason, handoff, self._predicted(route, matched), started)
+                             self._predicted(route, match.get(decision.worker_id, 0)), started,
+                             self._seat(decision.worker_id))
+        return await self._place_remote(req, route, match, started)
+
+    async def _place_remote(self, req: FlowRequest, route: RouteRequest, match: dict[str, int], started: float,
+                            attempt: str = "", avoid_decode: str | None = None) -> Placement:
+        """Prefill on a prefill worker, then seat the request on a decode worker (another than
+        ``avoid_decode`` when one is healthy). ``attempt`` tags the worker-side request ids of a retry."""
+        assert self._prefill is not None
+        handoff, prefill_id, reason, matched = await self._prefill_with_retry(req, route, match, attempt)
+        decision = self._route_decode(route, self._prefill.get(prefill_id).host, avoid=avoid_decode)
+        return Placement(decision.worker_id, prefill_id, reason, handoff, self._predicted(route, matched), started,
+                         self._seat(decision.worker_id))
+
+    def _seat(self, decode_worker: str) -> Seat:
+        return Seat(self._decode.get(decode_worker))
 
     def _predicted(self, route: RouteRequest, matched_blocks: int) -> int:
         """Cached tokens the engine should report: vLLM always recomputes the last prompt token, so at
@@ -120,19 +116,26 @@ class RequestFlow:
         self._metrics.cached_tokens.labels("predicted").inc(tokens)
         return tokens
 
-    def _route_decode(self, route: RouteRequest, source_host: str | None):  # type: ignore[no-untyped-def]
+    def _route_decode(self, route: RouteRequest, source_host: str | None,  # type: ignore[no-untyped-def]
+                      avoid: str | None = None):
         try:
-            decision = self._router.route_decode(route, self._states(self._decode), source_host=source_host)
+            try:
+                states = self._states(self._decode, exclude={avoid} if avoid else set())
+                decision = self._router.route_decode(route, states, source_host=source_host)
+            except NoEligibleWorker:
+                if avoid is None:
+                    raise
+                decision = self._router.route_decode(route, self._states(self._decode), source_host=source_host)
         except NoEligibleWorker:
             raise NoHealthyWorker("no healthy decode worker") from None
         self._metrics.decisions.labels("decode", self._decode_policy, decision.reason).inc()
         return decision
 
-    async def _prefill_with_retry(self, req: FlowRequest, route: RouteRequest,
-                                  match: dict[str, int]) -> tuple[KVHandoff, str, str, int]:
+    async def _prefill_with_retry(self, req: FlowRequest, route: RouteRequest, match: dict[str, int],
+                                  attempt: str = "") -> tuple[KVHandoff, str, str, int]:
         assert self._prefill is not None
-        call = PrefillCall(request_id=f"{req.request_id}-p", prompt_token_ids=req.prompt, sampling=req.sampling,
-                           cache_salt=req.cache_salt)
+        call = PrefillCall(request_id=_prefill_id(req.request_id, attempt), prompt_token_ids=req.prompt,
+                           sampling=req.sampling, cache_salt=req.cache_salt)
         tried: set[str] = set()
         last_error: WorkerError | None = None
         for _attempt in range(2):
@@ -167,12 +170,53 @@ class RequestFlow:
         raise NoHealthyWorker("no healthy prefill worker")
 
     async def stream(self, req: FlowRequest, placement: Placement) -> AsyncGenerator[TokenChunk, None]:
-        """Decode chunks; records TTFT/ITL/TPOT/E2E and handoff figures. Closing early aborts."""
+        """Decode chunks; records TTFT/ITL/TPOT/E2E and handoff figures. Closing early aborts. A handoff the
+        decode worker could not read (``WorkerError.void_reason``) before any token is retried, recomputed
+        or failed by ``on_pull_failure``, once; the retry's chunks follow on this same stream."""
+        current = placement
+        produced = False
+        try:
+            for attempt in ("", "r"):
+                try:
+                    async for chunk in self._decode_once(req, current, attempt):
+                        produced = produced or bool(chunk.token_ids)
+                        yield chunk
+                    return
+                except WorkerError as exc:
+                    if exc.void_reason is None or produced:
+                        raise
+                    action = "fail" if attempt else self._on_pull_failure
+                    log.warning("%s: %s (%s)", req.request_id, exc, action)
+                    if action == "fail":
+                        self._metrics.void_handoffs.labels(exc.void_reason, "fail").inc()
+                        raise
+                    current.seat.release()
+                    current = await self._replace(req, current, action, exc.void_reason)
+        finally:
+            current.seat.release()
+
+    async def _replace(self, req: FlowRequest, failed: Placement, action: str, reason: str) -> Placement:
+        """Where the request runs after its handoff from ``failed`` proved void: ``retry`` prefills again
+        (recomputing when no prefill worker can), ``recompute`` decodes on the same worker without a handoff."""
+        if action == "retry" and self._prefill is not None and self._prefill.healthy():
+            route = self._router.make_request(req.prompt, cache_salt=req.cache_salt, session_key=req.session_key,
+                                              request_id=req.request_id, kv_bytes_per_token=self._kv_bytes_per_token)
+            self._metrics.void_handoffs.labels(reason, "retry").inc()
+            return await self._place_remote(req, route, self._router.match(route), failed.started, attempt="r",
+                                            avoid_decode=failed.decode_worker)
+        self._metrics.void_handoffs.labels(reason, "recompute").inc()
+        return Placement(failed.decode_worker, None, "recompute", None, 0, failed.started,
+                         self._seat(failed.decode_worker))
+
+    async def _decode_once(self, req: FlowRequest, placement: Placement,
+                           attempt: str) -> AsyncGenerator[TokenChunk, None]:
+        """One Generate stream on the placement's decode worker; the metrics of a request that produced
+        tokens. Closing it before the finished chunk aborts the decode and frees an unread handoff."""
         handle = self._decode.get(placement.decode_worker)
-        handle.in_flight += 1
+        placement.seat.streamed = True
         handoff = placement.handoff
-        call = GenerateCall(request_id=f"{req.request_id}-d", prompt_token_ids=req.prompt, sampling=req.sampling,
-                            cache_salt=req.cache_salt, handoff=handoff)
+        call = GenerateCall(request_id=f"{req.request_id}-d{attempt}", prompt_token_ids=req.prompt,
+                            sampling=req.sampling, cache_salt=req.cache_salt, handoff=handoff)
         first_at: float | None = None
         last_at = placement.started
         handoff_at = time.perf_counter()
@@ -181,6 +225,7 @@ class RequestFlow:
         try:
             async for chunk in handle.client.generate(
                 call, self._server.first_token_timeout_s, self._server.inter_token_timeout_s,
+                deadline_s=self._server.request_timeout_s,  # no decode outlives the request, even unobserved
             ):
                 now = time.perf_counter()
                 if chunk.token_ids:
@@ -196,7 +241,6 @@ class RequestFlow:
                 finished = chunk.finished
                 yield chunk
         finally:
-            handle.in_flight -= 1
             # Recorded here: the caller closes this generator right after the finished chunk (or on a
             # stop string), so code after the loop would never run.
             end = time.perf_counter()
@@ -208,8 +252,24 @@ class RequestFlow:
             self._metrics.tokens.labels("prompt").inc(len(req.prompt))
             if not finished:
                 await self._abort_on(handle, call.request_id, "decode")
-                if handoff is not None and first_at is None:
-                    self._metrics.abandoned_leases.inc()
+                if first_at is None:
+                    await self._free_handoff(req, placement, attempt)
+
+    async def release(self, req: FlowRequest, placement: Placement) -> None:
+        """End ``placement`` if its decode never started (the client left, or the answer failed before):
+        give up its seat and free its handoff on the prefill worker. Idempotent; a no-op once streamed."""
+        if placement.seat.held and not placement.seat.streamed:
+            placement.seat.release()
+            await self._free_handoff(req, placement, "")
+
+    async def _free_handoff(self, req: FlowRequest, placement: Placement, attempt: str) -> None:
+        """The decode side will never read ``placement``'s handoff: have its prefill worker free the blocks
+        now rather than at lease expiry (where the engine can; see ``EngineAdapter.abort``)."""
+        if placement.handoff is None or placement.prefill_worker is None or self._prefill is None:
+            return
+        self._metrics.abandoned_leases.inc()
+        await self._abort_on(self._prefill.get(placement.prefill_worker), _prefill_id(req.request_id, attempt),
+                             "prefill")
 
     def _record_handoff(self, handoff: KVHandoff, seconds: float) -> None:
         self._metrics.handoff_latency.observe(seconds)
@@ -223,3 +283,8 @@ class RequestFlow:
         self._metrics.aborts.labels(role).inc()
         with contextlib.suppress(Exception):
             await asyncio.shield(handle.client.abort(request_id))
+
+
+def _prefill_id(request_id: str, attempt: str) -> str:
+    """The prefill worker's request id for ``request_id`` (``attempt`` "" first, "r" for the retry)."""
+    return f"{request_id}-p{attempt}"

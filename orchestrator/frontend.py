@@ -6,9 +6,10 @@ router or config. It offers:
 - ``model``: the served model's name and context length (``ModelCard``);
 - ``request_timeout_s``: the deadline of one request's decode (``server.request_timeout_s``);
 - ``limits``: the bounds on one HTTP request (``limits:``, ``LimitsConfig``);
-- ``place`` / ``stream``: the request flow (``orchestrator.flow``): route + prefill, then the decode
-  stream. They raise ``NoHealthyWorker`` or ``WorkerError`` (``orchestrator.errors``); cancelling
-  ``place`` or closing ``stream`` early aborts the request on its worker;
+- ``place`` / ``stream`` / ``release``: the request flow (``orchestrator.flow``): route + prefill, then
+  the decode stream. They raise ``NoHealthyWorker`` or ``WorkerError`` (``orchestrator.errors``);
+  cancelling ``place`` or closing ``stream`` early aborts the request on its worker; every placement
+  must be ``release``d once its answer is done or abandoned (a no-op when its stream ran);
 - ``record_outcome`` / ``observe_cached``: how a request ended (``pdserve_requests_total`` by endpoint
   and outcome) and the cached prompt tokens the engine reported;
 - ``auth`` / ``authenticate`` / ``admit``: API keys, tenants and admission limits (``orchestrator.auth``):
@@ -28,7 +29,7 @@ from typing import Literal
 
 from orchestrator.auth import Caller, Gate, Refused, Ticket
 from orchestrator.config import LimitsConfig
-from orchestrator.flow import FlowRequest, Placement
+from orchestrator.placement import FlowRequest, Placement
 from orchestrator.pools.pool import WorkerHandle
 from orchestrator.service import Service
 from protocol.types import TokenChunk
@@ -58,10 +59,10 @@ class WorkerHealth:
 
 @dataclass(frozen=True)
 class HealthReport:
-    """``ok``: every worker answers. ``degraded``: requests are served but not as configured (no prefill
-    worker answers, so decode workers prefill locally). ``unavailable``: nothing can be served (no decode
-    worker answers, or no prefill worker and local prefill is off). ``prefill`` is empty for a colocated
-    deployment."""
+    """``ok``: every worker answers. ``degraded``: requests are served, but some worker does not answer
+    (fewer workers than configured, or no prefill worker, so decode workers prefill locally).
+    ``unavailable``: nothing can be served (no decode worker answers, or no prefill worker and local
+    prefill is off). ``prefill`` is empty for a colocated deployment."""
 
     status: HealthStatus
     prefill: tuple[WorkerHealth, ...]
@@ -70,6 +71,12 @@ class HealthReport:
     @property
     def serving(self) -> bool:
         return self.status != "unavailable"
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Healthy and total workers of each pool (``prefill`` absent when colocated)."""
+        pools = {"prefill": self.prefill, "decode": self.decode} if self.prefill else {"decode": self.decode}
+        return {name: {"healthy": sum(w.healthy for w in workers), "total": len(workers)}
+                for name, workers in pools.items()}
 
 
 def summarize_health(prefill: Iterable[WorkerHealth] | None, decode: Iterable[WorkerHealth],
@@ -84,7 +91,7 @@ def summarize_health(prefill: Iterable[WorkerHealth] | None, decode: Iterable[Wo
     if not decode_ok or not (prefill_ok or local_fallback):
         status = "unavailable"
     else:
-        status = "ok" if prefill_ok else "degraded"
+        status = "ok" if all(w.healthy for w in prefill_workers + decode_workers) else "degraded"
     return HealthReport(status, prefill_workers, decode_workers)
 
 
@@ -113,6 +120,11 @@ class Frontend:
         """The decode's chunks, up to the finished one; raises ``WorkerError`` on a failed or silent worker.
         Closing it before the finished chunk aborts the request on the decode worker."""
         return self._flow.stream(req, placement)
+
+    async def release(self, req: FlowRequest, placement: Placement) -> None:
+        """End a placement whose stream never started (the client left first): its decode seat and its
+        handoff are freed. Idempotent, and a no-op once ``stream`` ran (which ends the placement itself)."""
+        await self._flow.release(req, placement)
 
     def record_outcome(self, endpoint: str, outcome: Outcome) -> None:
         """Count one request of ``endpoint`` (``chat_completions`` or ``completions``) as ended with ``outcome``."""

@@ -39,6 +39,9 @@ class Metrics:
         self.abandoned_leases = Counter("pdserve_kv_leases_abandoned_total",
                                         "Handoffs never pulled (the prefill frees them at lease expiry)",
                                         registry=r)
+        self.void_handoffs = Counter("pdserve_kv_handoffs_void_total",
+                                     "Handoffs a decode worker could not read, by reason and what was done",
+                                     ["reason", "action"], registry=r)
         self.tokens = Counter("pdserve_tokens_total", "Tokens by kind", ["kind"], registry=r)
         self.decisions = Counter("pdserve_route_decisions_total", "Routing decisions",
                                  ["pool", "policy", "reason"], registry=r)

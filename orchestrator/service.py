@@ -61,7 +61,8 @@ class Service:
                              disagg=config.disaggregation)
         self.flow = RequestFlow(router=self.router, prefill=prefill, decode=decode, metrics=metrics,
                                 server=config.server, prefill_policy=prefill_profile.name,
-                                decode_policy=decode_profile.name, kv_bytes_per_token=facts.kv_bytes_per_token)
+                                decode_policy=decode_profile.name, kv_bytes_per_token=facts.kv_bytes_per_token,
+                                on_pull_failure=config.transfer.on_pull_failure)
         self._monitors: list[PoolMonitor] = []
 
     @classmethod

@@ -10,10 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-WIRE_VERSION = 2
-"""Version of the orchestrator/worker messages. Bump it whenever a field changes meaning, appears or goes
-away in ``worker.proto``; a worker reporting another version is refused at registration. (1 was the
-unversioned protocol: workers that predate the field report 0.)"""
+WIRE_VERSION = 3
+"""Version of the orchestrator/worker messages. Bump it whenever a field or status changes meaning,
+appears or goes away in ``worker.proto``; a worker reporting another version is refused at registration.
+(1 was the unversioned protocol: workers that predate the field report 0; 3 added the ABORTED Generate
+of a void handoff.)"""
+
+VOID_REASON_KEY = "pdserve-void-reason"
+"""Trailing metadata of a Generate the worker ended with ABORTED because its KV handoff could not be read:
+the reason (``lease_expired``, ``source_gone`` or ``load_failed``)."""
 
 
 @dataclass(frozen=True)

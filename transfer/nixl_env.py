@@ -25,6 +25,11 @@ class TransferSettings(BaseModel):
     ``progress_delay_us``: sleep of NIXL's progress thread per poll (0: busy polling).
     ``link_bandwidth_gbps``: KV link between hosts, for the decode scorer's transfer cost and the
     simulated engine's pull time.
+    ``on_pull_failure``: what the orchestrator does, once per request, when a decode worker cannot read a
+    handoff (lease ran out, prefill worker gone, transfer failed) before any token: ``retry`` prefills
+    again on another prefill worker (the same one if none other is healthy) and decodes on another decode
+    worker when one is healthy, ``recompute`` has the same decode worker prefill the prompt itself, ``fail``
+    ends the request with a 502. vLLM's own ``kv_load_failure_policy`` stays ``fail`` so that pdserve sees it.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -36,6 +41,7 @@ class TransferSettings(BaseModel):
     lease_timeout_s: int = Field(default=30, ge=1)
     progress_delay_us: int = Field(default=1000, ge=0)
     link_bandwidth_gbps: float = Field(default=10.0, gt=0)
+    on_pull_failure: Literal["retry", "recompute", "fail"] = "retry"
 
     @property
     def link_bandwidth_bytes_per_s(self) -> float:

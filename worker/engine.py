@@ -44,12 +44,31 @@ class TokenDelta(TokenChunk):
     handoff: KVHandoff | None = None
 
 
+class HandoffVoid(RuntimeError):
+    """A decode request's handoff cannot be used: the prefill side no longer holds its blocks (the lease
+    ran out, the prefill worker is gone) or the engine failed to load them. ``generate`` raises it before
+    yielding any token, so the request produced nothing and may be prefilled again; the worker answers
+    gRPC ABORTED with ``reason`` (one of ``VOID_REASONS``) in the trailing metadata."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        if reason not in VOID_REASONS:
+            raise ValueError(f"unknown handoff-void reason {reason!r}")
+        self.reason = reason
+        super().__init__(message)
+
+
+VOID_REASONS = ("lease_expired", "source_gone", "load_failed")
+
+
 class EngineAdapter(Protocol):
     """Contract for an engine. One instance per worker; the worker runtime owns it.
 
     ``start`` must be awaited once before anything else; ``shutdown`` releases every resource and may
     be called more than once. ``generate`` is an async generator: closing it early (the client went
-    away) must abort the request in the engine. ``abort`` of an unknown or finished id is a no-op.
+    away) must abort the request in the engine. ``abort`` of a finished prefill frees the blocks it holds
+    for a remote decode where the engine can (sim; vLLM's connector frees them only when pulled or at
+    lease expiry); of an unknown or finished id it is otherwise a no-op.
+    ``generate`` of a request with a handoff raises ``HandoffVoid`` when the handoff's KV cannot be read.
     ``kv_events`` yields batches as the engine publishes them, forever, until shutdown; it may be
     consumed by one reader at a time.
     """

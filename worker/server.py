@@ -4,9 +4,10 @@ role's handlers (``worker.roles``).
 Owns nothing but bookkeeping; the engine belongs to ``worker.main``. Messages are converted at this edge
 (``protocol.convert``); handlers see typed calls only. A duty the role does not take is refused with
 FAILED_PRECONDITION; a request the engine rejects (``ValueError``) with INVALID_ARGUMENT; a handler that
-ends without its result (``DutyFailed``) with INTERNAL. A client that cancels a ``Generate`` stream
-(disconnect, deadline) cancels the handler, which closes the role's iterator and so aborts the request
-in the engine.
+ends without its result (``DutyFailed``) with INTERNAL; a decode whose handoff cannot be read
+(``HandoffVoid``) with ABORTED, its reason in the trailing metadata (``VOID_REASON_KEY``). A client that
+cancels a ``Generate`` stream (disconnect, deadline) cancels the handler, which closes the role's
+iterator and so aborts the request in the engine.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import grpc
 from protocol import convert
 from protocol import worker_pb2 as pb
 from protocol import worker_pb2_grpc as pb_grpc
-from protocol.types import WorkerDescription, WorkerLoad
-from worker.engine import EngineAdapter
+from protocol.types import VOID_REASON_KEY, WorkerDescription, WorkerLoad
+from worker.engine import EngineAdapter, HandoffVoid
 from worker.event_fanout import EventFanout
 from worker.roles import DutyFailed, Role
 
@@ -74,6 +75,9 @@ class WorkerService(pb_grpc.WorkerServicer):
                 yield convert.token_chunk_to_pb(chunk)
         except ValueError as exc:  # the engine rejected the request, as in Prefill
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except HandoffVoid as exc:
+            await context.abort(grpc.StatusCode.ABORTED, f"KV handoff void ({exc.reason}): {exc}",
+                                trailing_metadata=((VOID_REASON_KEY, exc.reason),))
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
             self._in_flight.discard(call.request_id)

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
-from starlette.background import BackgroundTask
+from starlette.background import BackgroundTasks
 
 from orchestrator.api.errors import admin_required, invalid_api_key, too_many_requests
 from orchestrator.frontend import Caller, Frontend, Refused, Ticket
@@ -72,5 +72,10 @@ def held_until_sent(response: Response, ticket: Ticket) -> Response:
                 await close()
 
     response.body_iterator = body()
-    response.background = BackgroundTask(ticket.release)  # also when the body never started
+    # Also when the body never started; after the response's own background task, if it has one.
+    tasks = BackgroundTasks()
+    if response.background is not None:
+        tasks.add_task(response.background)
+    tasks.add_task(ticket.release)
+    response.background = tasks
     return response

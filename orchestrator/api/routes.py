@@ -14,6 +14,7 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
 
 from orchestrator.api.admission import Body, chat_prompt, completion_prompt, flow_request
 from orchestrator.api.auth import admit, caller_of, held_until_sent
@@ -62,7 +63,8 @@ class Routes:
         report = self._frontend.health()
         body = {"status": report.status,
                 "prefill": [{"id": w.worker_id, "healthy": w.healthy} for w in report.prefill],
-                "decode": [{"id": w.worker_id, "healthy": w.healthy} for w in report.decode]}
+                "decode": [{"id": w.worker_id, "healthy": w.healthy} for w in report.decode],
+                "pools": report.counts()}
         if report.serving:
             return JSONResponse(body)
         return JSONResponse(body, status_code=503, headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)})
@@ -98,13 +100,17 @@ class Routes:
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             events = sse_events(self._frontend, req, placement, text, shape, include_usage)
-            return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+            # The release runs after the body, or instead of it when the client left before it started.
+            return StreamingResponse(events, media_type="text/event-stream", headers=headers,
+                                     background=BackgroundTask(self._frontend.release, req, placement))
         try:
             answer = await unless_disconnected(request, collect(self._frontend, req, placement, text))
         except ClientGone:
             return self._gone(shape)
         except (WorkerError, TimeoutError) as exc:
             raise self._failed(shape, exc, "Decode") from None
+        finally:
+            await self._frontend.release(req, placement)
         self._frontend.record_outcome(shape.endpoint, "200")
         payload = shape.final(answer.text, answer.finish_reason, len(prompt), answer.tokens, answer.cached,
                               list(text.ids) if body.return_token_ids else None)

@@ -14,14 +14,26 @@ import grpc
 from orchestrator.errors import WorkerError
 from protocol import convert
 from protocol import worker_pb2_grpc as pb_grpc
-from protocol.types import GenerateCall, KvEventBatch, KVHandoff, PrefillCall, TokenChunk, WorkerDescription, WorkerLoad
+from protocol.types import (
+    VOID_REASON_KEY,
+    GenerateCall,
+    KvEventBatch,
+    KVHandoff,
+    PrefillCall,
+    TokenChunk,
+    WorkerDescription,
+    WorkerLoad,
+)
 
 
 def _describe(worker_id: str, err: grpc.aio.AioRpcError) -> WorkerError:
     code = err.code()
     retryable = code not in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION)
+    void_reason = None
+    if code == grpc.StatusCode.ABORTED:
+        void_reason = next((str(v) for k, v in (err.trailing_metadata() or ()) if k == VOID_REASON_KEY), None)
     return WorkerError(worker_id, f"{code.name}: {err.details()}", retryable,
-                       timed_out=code == grpc.StatusCode.DEADLINE_EXCEEDED)
+                       timed_out=code == grpc.StatusCode.DEADLINE_EXCEEDED, void_reason=void_reason)
 
 
 class WorkerClient:
@@ -56,12 +68,13 @@ class WorkerClient:
             raise _describe(self.worker_id, err) from None
         return convert.prefill_response_from_pb(reply)
 
-    async def generate(self, call: GenerateCall, first_token_timeout_s: float,
-                       inter_token_timeout_s: float) -> AsyncIterator[TokenChunk]:
+    async def generate(self, call: GenerateCall, first_token_timeout_s: float, inter_token_timeout_s: float,
+                       deadline_s: float | None = None) -> AsyncIterator[TokenChunk]:
         """Stream chunks until the finished one. Closing the iterator cancels the RPC, which aborts the
         request on the worker. A stream that ends unfinished, or is silent for longer than its timeout
-        (first token, then between chunks), raises ``WorkerError``."""
-        stream = self._stub.Generate(convert.generate_call_to_pb(call))
+        (first token, then between chunks), raises ``WorkerError``. ``deadline_s`` is the RPC's gRPC
+        deadline: the worker itself cancels (and so aborts) the request past it, whatever happens here."""
+        stream = self._stub.Generate(convert.generate_call_to_pb(call), timeout=deadline_s)
         timeout = first_token_timeout_s
         try:
             while True:

@@ -34,20 +34,21 @@ pytestmark = pytest.mark.timeout(30)
 
 GREEDY = SamplingSpec(max_tokens=6, temperature=0.0)
 PROMPT = tuple(range(10, 50))  # 40 tokens = 10 blocks of 4
-Start = Callable[[str, str], Awaitable[WorkerClient]]
+Start = Callable[..., Awaitable[WorkerClient]]
 
 
 @pytest.fixture
 async def start() -> AsyncIterator[Start]:
-    """``await start(worker_id, role)``: a sim engine served by WorkerService on 127.0.0.1:0."""
+    """``await start(worker_id, role, **sim_args)``: a sim engine (``tiny-fast``, speedup 20 unless
+    ``sim_args`` say otherwise) served by WorkerService on 127.0.0.1:0."""
     engines: list[SimEngine] = []
     fanouts: list[EventFanout] = []
     servers: list[grpc.aio.Server] = []
     clients: list[WorkerClient] = []
 
-    async def make(worker_id: str, role: str) -> WorkerClient:
-        engine = build_engine(EngineSpec(model="", worker_id=worker_id, role=role,
-                                         args=SimArgs(profile="tiny-fast", speedup=20.0)))
+    async def make(worker_id: str, role: str, **sim_args: float) -> WorkerClient:
+        args = SimArgs(profile="tiny-fast", **{"speedup": 20.0, **sim_args})  # type: ignore[arg-type]
+        engine = build_engine(EngineSpec(model="", worker_id=worker_id, role=role, args=args))
         assert isinstance(engine, SimEngine)
         await engine.start()
         engines.append(engine)
@@ -162,6 +163,24 @@ async def test_closing_a_stream_early_frees_the_request(start: Start) -> None:
         await asyncio.sleep(0.02)
     assert load.in_flight == 0 and load.engine.running == 0
     assert await decode.abort("long-d") is False  # already gone: abort of an unknown id is a no-op
+
+
+async def test_a_decode_past_its_deadline_is_aborted_by_the_worker_itself(start: Start) -> None:
+    decode = await start("decode-0", "decode", speedup=0.05)  # 20 ms steps: 200 tokens take 4 s
+    long = SamplingSpec(max_tokens=200, temperature=0.0, ignore_eos=True)
+    stream = decode.generate(gcall("slow-d", sampling=long), 5, 5, deadline_s=0.5)
+    first = await anext(stream)
+    assert first.token_ids and not first.finished
+    # The caller neither reads on nor closes the stream (a lost abort): the worker ends it at the deadline.
+    await asyncio.sleep(0.5)
+    for _ in range(100):
+        load = await decode.load()
+        if load.in_flight == 0 and load.engine.running == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert load.in_flight == 0 and load.engine.running == 0
+    with pytest.raises(WorkerError, match="DEADLINE_EXCEEDED"):
+        await drain(stream)
 
 
 async def test_kv_events_stream_after_a_prefill(start: Start) -> None:

@@ -69,7 +69,7 @@ def test_info_round_trip_keeps_the_wire_version(version: int) -> None:
 
 def test_a_description_speaks_this_wire_version_and_an_old_worker_reads_as_zero() -> None:
     desc = WorkerDescription(worker_id="w", role="decode", host="h", engine_kind="sim", engine=ENGINE)
-    assert desc.wire_version == WIRE_VERSION == 2
+    assert desc.wire_version == WIRE_VERSION == 3
     unversioned = convert.info_to_pb(desc)
     unversioned.ClearField("wire_version")  # what a worker built before the field existed sends
     assert convert.info_from_pb(wire(unversioned)).wire_version == 0

@@ -13,8 +13,10 @@ UP, DOWN = WorkerHealth("w-up", True), WorkerHealth("w-down", False)
 HEALTH_TABLE = [
     # (case, prefill workers (None: colocated), decode workers, local fallback, status)
     ("all up", [UP], [UP], True, "ok"),
-    ("colocated, decode up", None, [UP, DOWN], False, "ok"),
-    ("one prefill of two down", [UP, DOWN], [UP], False, "ok"),
+    ("colocated, all up", None, [UP, UP], False, "ok"),
+    ("colocated, one of two down", None, [UP, DOWN], False, "degraded"),
+    ("one prefill of two down", [UP, DOWN], [UP], False, "degraded"),
+    ("one decode of two down", [UP], [DOWN, UP], False, "degraded"),
     ("no prefill answers, local fallback", [DOWN], [UP], True, "degraded"),
     ("no prefill answers, no fallback", [DOWN], [UP], False, "unavailable"),
     ("no decode answers", [UP], [DOWN], True, "unavailable"),
@@ -30,6 +32,12 @@ def test_health_summary(case: str, prefill: list[WorkerHealth] | None, decode: l
     assert report.status == status
     assert report.serving == (status != "unavailable")
     assert report.prefill == tuple(prefill or ()) and report.decode == tuple(decode)
+    counts = report.counts()
+    assert counts["decode"] == {"healthy": sum(w.healthy for w in decode), "total": len(decode)}
+    if prefill is None:
+        assert "prefill" not in counts
+    else:
+        assert counts["prefill"] == {"healthy": sum(w.healthy for w in prefill), "total": len(prefill)}
 
 
 FAILURE_TABLE = [

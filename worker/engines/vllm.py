@@ -23,7 +23,7 @@ from typing import Any
 from protocol.engine_args import VllmArgs
 from protocol.types import EngineInfo, EngineLoad, KvEventBatch, KVHandoff, SamplingSpec
 from transfer.handoff import handoff_from_vllm, handoff_to_vllm, remote_decode_request_params
-from worker.engine import EngineRequest, EngineSpec, TokenDelta, register_engine
+from worker.engine import EngineRequest, EngineSpec, HandoffVoid, TokenDelta, register_engine
 from worker.engines.vllm_events import KvEventSubscriber
 from worker.engines.vllm_stats import LoadTracker, stat_logger_factory
 
@@ -34,6 +34,8 @@ def _finish_reason(output: Any) -> str | None:
     reason = output.finish_reason
     if reason is None:
         return None
+    if reason == "error":
+        raise RuntimeError("vLLM ended the request with an error")
     return "length" if reason == "length" else ("abort" if reason == "abort" else "stop")
 
 
@@ -65,6 +67,9 @@ class VllmEngine:
             kv_connector="NixlConnector",
             kv_role="kv_both",
             kv_buffer_device=self._spec.kv_buffer_device,
+            # A pull that fails ends the request with finish reason "error", which ``generate`` raises as
+            # ``HandoffVoid``: the orchestrator, not the engine, decides between retrying and recomputing.
+            kv_load_failure_policy="fail",
             kv_connector_extra_config={
                 "kv_lease_duration": int(self._lease_s),
                 # Always pull when pdserve chose to disaggregate; pdserve decides short prompts itself.
@@ -141,6 +146,8 @@ class VllmEngine:
         prompt = TokensPrompt(prompt_token_ids=list(request.prompt_token_ids))
         if request.cache_salt:
             prompt["cache_salt"] = request.cache_salt
+        if request.handoff is not None:
+            self._check_lease(request.handoff)
         params = self._sampling_params(request.sampling, request.remote_decode, request.handoff)
         if request.handoff is not None:
             self._tracker.add_blocks_pulled(request.handoff.num_blocks)
@@ -165,6 +172,9 @@ class VllmEngine:
                     )
                     self._held_until = max(self._held_until, handoff.lease_deadline)
                 finished = bool(out.finished)
+                if finished and completion.finish_reason == "error" and request.handoff is not None and first_token < 0:
+                    raise HandoffVoid("load_failed", f"vLLM could not load the KV of {request.request_id!r} "
+                                      f"from engine {request.handoff.engine_id!r}")
                 yield TokenDelta(
                     token_ids=tokens,
                     finished=finished,
@@ -181,6 +191,21 @@ class VllmEngine:
                         await asyncio.shield(self._llm.abort(request.request_id))
             finally:
                 self._live.discard(request.request_id)
+
+    def _check_lease(self, handoff: KVHandoff) -> None:
+        """Refuse a handoff whose lease may run out before this engine's connector first renews it.
+
+        vLLM's decode side renews the leases of the requests it has taken (a heartbeat at most every
+        ``lease / 6`` s, each extending the lease), but nothing renews a lease while the handoff is on
+        its way here; a pull past the deadline could read blocks the prefill worker has already reused.
+        Raises ``HandoffVoid("lease_expired")`` when less than a heartbeat interval and a second is left.
+        """
+        if not handoff.lease_deadline:
+            return
+        left = handoff.lease_deadline - time.time()
+        if left < self._lease_s / 6 + 1.0:
+            raise HandoffVoid("lease_expired", f"the lease on {handoff.request_id!r} from engine "
+                              f"{handoff.engine_id!r} has {left:.1f}s left, too little to pull safely")
 
     async def abort(self, request_id: str) -> None:
         if self._llm is not None:

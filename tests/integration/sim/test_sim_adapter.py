@@ -13,6 +13,7 @@ from protocol.engine_args import SimArgs
 from protocol.types import BlockRemoved, BlockStored, KvEventBatch, SamplingSpec
 from worker.engine import EngineRequest, EngineSpec, TokenDelta, build_engine
 from worker.engines.sim import KvPullError, SimEngine
+from worker.engines.sim import adapter as sim_adapter
 
 GREEDY = SamplingSpec(max_tokens=12, temperature=0.0)
 PROMPT = tuple(range(1, 42))
@@ -150,17 +151,30 @@ async def test_lease_expiry_frees_held_blocks(make: Factory) -> None:
     assert decode.load().kv_usage == 0.0 and decode.load().running == 0
 
 
-async def test_expired_lease_of_an_unreachable_prefill_fails_the_pull(make: Factory) -> None:
+async def test_a_pull_from_another_process_checks_its_lease_and_side_channel(make: Factory) -> None:
     prefill = await make("p3")
     _, pdone = await run(prefill, req("p", remote_decode=True))
-    assert pdone.handoff is not None
-    await prefill.shutdown()  # now it is "another process": only the lease deadline is known
+    assert pdone.handoff is not None and pdone.handoff.port > 0
+    del sim_adapter._PEERS["p3"]  # now it is "another process": only its lease and side channel are known
     decode = await make("d3")
     expired = replace(pdone.handoff, lease_deadline=time.time() - 1)
-    with pytest.raises(KvPullError, match="expired"):
+    with pytest.raises(KvPullError, match="expired") as void:
         await run(decode, req("d", handoff=expired))
-    out, _ = await run(decode, req("d2", handoff=pdone.handoff))  # still within its lease
+    assert void.value.reason == "lease_expired"
+    out, _ = await run(decode, req("d2", handoff=pdone.handoff))  # alive and within its lease
     assert len(out) == 12
+    await prefill.shutdown()  # its side channel closes, as a dead process's would
+    with pytest.raises(KvPullError, match="unreachable") as void:
+        await run(decode, req("d4", handoff=pdone.handoff))
+    assert void.value.reason == "source_gone"
+
+
+async def test_abort_of_a_finished_prefill_frees_its_handoff(make: Factory) -> None:
+    prefill = await make()
+    await run(prefill, req("p", remote_decode=True))
+    assert prefill.load().kv_usage > 0
+    await prefill.abort("p")  # what the orchestrator sends when the decode side will never pull
+    assert prefill.load().kv_usage == 0.0 and prefill.release_handoff("p") is False
 
 
 async def test_release_handoff_early(make: Factory) -> None:

@@ -5,14 +5,17 @@ sampled tokens, publish the step's KV events as one ``KvEventBatch``. With nothi
 waits on an event, and leases and KV pulls are loop timers, so an idle engine costs no CPU.
 
 KV handoff. A ``remote_decode`` request finishes after its first token with a ``KVHandoff`` (engine id =
-worker id, the prompt's block ids, ``handoff_host``/``handoff_port`` from the profile, lease deadline =
-now + ``lease_timeout_s``) and its blocks stay held until ``release_handoff``, the lease expiring, or a
-decode engine in the same process finishing its pull (the NIXL completion notification; engines register
-by engine id while started, so ids must be unique in a process). A request with a ``handoff`` allocates
-blocks for its prompt, pulls those not in its own prefix cache over the engine's one link (pulls queue
-behind each other; each takes ``link_latency_s + bytes / link_bandwidth_bytes_per_s``, scaled by
-``speedup``), then recomputes the last prompt token and decodes, so its stream starts with the same
-first token the prefill sampled. A pull fails with ``KvPullError`` if the lease has run out by then.
+worker id, the prompt's block ids, the engine's side channel, lease deadline = now + ``lease_timeout_s``) and
+its blocks stay held until ``release_handoff`` (or ``abort``), the lease expiring, or a decode engine in the
+same process finishing its pull (the NIXL completion notification; engines register by engine id while
+started, so ids must be unique in a process). A request with a ``handoff`` allocates blocks for its prompt,
+pulls those not in its own prefix cache over the engine's one link (pulls queue behind each other; each takes
+``link_latency_s + bytes / link_bandwidth_bytes_per_s``, scaled by ``speedup``), then recomputes the last
+prompt token and decodes, so its stream starts with the same first token the prefill sampled. A pull fails
+with ``KvPullError`` if the source no longer holds the blocks when it ends: an engine of this process is
+asked; for another process's engine the lease deadline is checked and its side channel must still accept a
+connection (as NIXL's handshake with a dead peer fails). The side channel is a TCP listener each engine opens
+at start on ``handoff_host`` (port ``handoff_port``, 0: any free port); it carries nothing.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 
 from protocol.types import EngineInfo, EngineLoad, KvEventBatch, KVHandoff
-from worker.engine import EngineRequest, EngineSpec, TokenDelta, register_engine
+from worker.engine import EngineRequest, EngineSpec, HandoffVoid, TokenDelta, register_engine
 from worker.engines.sim.engine import Output, SimEngineCore
 from worker.engines.sim.profile import profile_for
 from worker.engines.sim.scheduler import Pull
@@ -39,7 +42,7 @@ _MAX_CLOCK_LAG_S = 0.05  # how far behind its modelled clock the loop may run an
 _PEERS: weakref.WeakValueDictionary[str, SimEngine] = weakref.WeakValueDictionary()
 
 
-class KvPullError(RuntimeError):
+class KvPullError(HandoffVoid):
     """A decode could not pull a handoff's KV: the prefill side no longer holds the blocks."""
 
 
@@ -91,10 +94,13 @@ class SimEngine:
         self._streams: dict[str, _Stream] = {}
         self._leases: dict[str, asyncio.TimerHandle] = {}
         self._pulls: dict[str, asyncio.TimerHandle] = {}
+        self._checks: set[asyncio.Task[None]] = set()  # pulls whose source is being checked
         self._events: deque[KvEventBatch] = deque(maxlen=MAX_PENDING_EVENT_BATCHES)
         self._events_ready = asyncio.Event()
         self._wake = asyncio.Event()
         self._link_free_at = 0.0
+        self._side_channel: asyncio.Server | None = None
+        self._side_channel_port = self.profile.handoff_port
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self.steps = 0  # engine steps that computed something, for measurements
@@ -106,6 +112,8 @@ class SimEngine:
     async def start(self) -> None:
         if self._task is not None:
             raise RuntimeError("engine already started")
+        self._side_channel = await asyncio.start_server(_hang_up, self.profile.handoff_host, self.profile.handoff_port)
+        self._side_channel_port = self._side_channel.sockets[0].getsockname()[1]
         self._task = asyncio.create_task(self._run(), name=f"sim-engine-{self.engine_id}")
         _PEERS[self.engine_id] = self
 
@@ -132,7 +140,10 @@ class SimEngine:
                 self._abort_now(request.request_id)
 
     async def abort(self, request_id: str) -> None:
+        """Abort ``request_id`` if it runs, and free the blocks it holds for a remote decode if it is a
+        finished prefill (the decode side will not pull them)."""
         self._abort_now(request_id)
+        self.release_handoff(request_id)
 
     def load(self) -> EngineLoad:
         return self.core.load()
@@ -154,8 +165,12 @@ class SimEngine:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._side_channel is not None:
+            self._side_channel.close()
         for handle in (*self._leases.values(), *self._pulls.values()):
             handle.cancel()
+        for task in self._checks:
+            task.cancel()
         self._leases.clear()
         self._pulls.clear()
         for rid in list(self._streams):
@@ -223,7 +238,7 @@ class SimEngine:
         assert out.held_blocks is not None
         return KVHandoff(
             engine_id=self.engine_id, block_ids=(out.held_blocks,), host=self.profile.handoff_host,
-            port=self.profile.handoff_port, request_id=out.lease, first_token=out.token_ids[0],
+            port=self._side_channel_port, request_id=out.lease, first_token=out.token_ids[0],
             num_cached_tokens=out.num_cached_tokens, prompt_tokens=len(request.prompt_token_ids),
             lease_deadline=time.time() + lease)
 
@@ -232,20 +247,29 @@ class SimEngine:
         seconds = transfer_time(self.profile, kv_bytes(self.profile, pull.num_blocks))
         done = max(loop.time(), self._link_free_at) + seconds
         self._link_free_at = done
-        self._pulls[pull.seq_id] = loop.call_at(done, self._finish_pull, pull, seconds)
+        self._pulls[pull.seq_id] = loop.call_at(done, self._end_pull, pull, seconds)
 
-    def _finish_pull(self, pull: Pull, seconds: float) -> None:
+    def _end_pull(self, pull: Pull, seconds: float) -> None:
+        """The modelled transfer time is over: check the source, then finish (a task, for the check)."""
         self._pulls.pop(pull.seq_id, None)
+        task = asyncio.create_task(self._finish_pull(pull, seconds), name=f"pull-{pull.seq_id}")
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
+
+    async def _finish_pull(self, pull: Pull, seconds: float) -> None:
         stream = self._streams.get(pull.seq_id)
-        if stream is None or not self.core.is_live(pull.seq_id, pull.uid):
+        if stream is None:
             return
         handoff = stream.request.handoff
         assert handoff is not None
-        error = _check_source(handoff)
-        if error is not None:
+        void = _check_source(handoff) or await _check_side_channel(handoff)
+        if self._streams.get(pull.seq_id) is not stream or not self.core.is_live(pull.seq_id, pull.uid):
+            return  # aborted meanwhile
+        if void is not None:
+            reason, error = void
             self.core.abort(pull.seq_id)
             del self._streams[pull.seq_id]
-            stream.fail(KvPullError(f"request {pull.seq_id!r}: {error}"))
+            stream.fail(KvPullError(reason, f"request {pull.seq_id!r}: {error}"))
         else:
             self.core.pull_done(pull, seconds)
             source = _PEERS.get(handoff.engine_id)
@@ -271,14 +295,33 @@ class SimEngine:
             self._events_ready.set()
 
 
-def _check_source(handoff: KVHandoff) -> str | None:
-    """Why the handoff's blocks cannot be read now, or None if they can."""
+def _check_source(handoff: KVHandoff) -> tuple[str, str] | None:
+    """Why the handoff's blocks cannot be read now (a ``HandoffVoid`` reason and a message), or None if
+    they can. An engine of this process is asked; another process's engine is judged by the lease."""
     source = _PEERS.get(handoff.engine_id)
     if source is not None:
         held = source.core.held_blocks(handoff.request_id)
         if held is None or (held,) != handoff.block_ids:
-            return f"engine {handoff.engine_id!r} no longer holds the blocks of {handoff.request_id!r}"
+            return "source_gone", f"engine {handoff.engine_id!r} no longer holds the blocks of {handoff.request_id!r}"
         return None
     if handoff.lease_deadline and time.time() > handoff.lease_deadline:
-        return f"the lease on engine {handoff.engine_id!r} expired before the pull finished"
+        return "lease_expired", f"the lease on engine {handoff.engine_id!r} expired before the pull finished"
     return None
+
+
+async def _check_side_channel(handoff: KVHandoff, timeout_s: float = 2.0) -> tuple[str, str] | None:
+    """For a source in another process: ``source_gone`` if its side channel refuses a connection."""
+    if handoff.engine_id in _PEERS or not handoff.port:
+        return None
+    try:
+        async with asyncio.timeout(timeout_s):
+            _reader, writer = await asyncio.open_connection(handoff.host, handoff.port)
+    except (OSError, TimeoutError) as exc:
+        return "source_gone", f"engine {handoff.engine_id!r} at {handoff.host}:{handoff.port} is unreachable: {exc}"
+    writer.close()
+    return None
+
+
+async def _hang_up(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """The side channel's handler: a connection proves the engine is alive; nothing is exchanged."""
+    writer.close()
