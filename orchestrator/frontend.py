@@ -39,7 +39,7 @@ __all__ = ["Caller", "FlowRequest", "Frontend", "HealthReport", "LimitsConfig", 
 
 # A request's outcome, the ``status`` label of ``pdserve_requests_total``: the HTTP status it got, or
 # ``client_gone`` when the client left first. A stream that fails after its 200 headers counts as 502.
-Outcome = Literal["200", "502", "503", "504", "client_gone"]
+Outcome = Literal["200", "400", "502", "503", "504", "client_gone"]
 HealthStatus = Literal["ok", "degraded", "unavailable"]
 
 

@@ -115,9 +115,16 @@ def sampling_to_pb(spec: SamplingSpec) -> pb.Sampling:
         top_p=spec.top_p,
         stop_token_ids=list(spec.stop_token_ids),
         ignore_eos=spec.ignore_eos,
+        top_k=spec.top_k,
+        min_tokens=spec.min_tokens,
+        presence_penalty=spec.presence_penalty,
+        frequency_penalty=spec.frequency_penalty,
+        logit_bias=dict(spec.logit_bias),
     )
     if spec.seed is not None:
         msg.seed = spec.seed
+    if spec.repetition_penalty != 1.0:
+        msg.repetition_penalty = spec.repetition_penalty
     return msg
 
 
@@ -129,6 +136,12 @@ def sampling_from_pb(msg: pb.Sampling) -> SamplingSpec:
         seed=msg.seed if msg.HasField("seed") else None,
         stop_token_ids=tuple(msg.stop_token_ids),
         ignore_eos=msg.ignore_eos,
+        top_k=msg.top_k,
+        min_tokens=msg.min_tokens,
+        presence_penalty=msg.presence_penalty,
+        frequency_penalty=msg.frequency_penalty,
+        repetition_penalty=msg.repetition_penalty if msg.HasField("repetition_penalty") else 1.0,
+        logit_bias=tuple(sorted(msg.logit_bias.items())),
     )
 
 

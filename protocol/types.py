@@ -14,7 +14,7 @@ WIRE_VERSION = 3
 """Version of the orchestrator/worker messages. Bump it whenever a field or status changes meaning,
 appears or goes away in ``worker.proto``; a worker reporting another version is refused at registration.
 (1 was the unversioned protocol: workers that predate the field report 0; 3 added the ABORTED Generate
-of a void handoff.)"""
+of a void handoff and vLLM's penalties, ``top_k``, ``min_tokens`` and ``logit_bias`` to ``Sampling``.)"""
 
 VOID_REASON_KEY = "pdserve-void-reason"
 """Trailing metadata of a Generate the worker ended with ABORTED because its KV handoff could not be read:
@@ -23,7 +23,10 @@ the reason (``lease_expired``, ``source_gone`` or ``load_failed``)."""
 
 @dataclass(frozen=True)
 class SamplingSpec:
-    """Sampling parameters the worker hands to its engine. ``temperature == 0`` means greedy."""
+    """Sampling parameters the worker hands to its engine. ``temperature == 0`` means greedy; ``top_k``
+    0 means off. The penalties, ``logit_bias`` (token id, bias) pairs and ``min_tokens`` follow vLLM's
+    ``SamplingParams``; the defaults change nothing. An engine that does not model a field refuses a
+    request that sets it (``ValueError``)."""
 
     max_tokens: int
     temperature: float = 1.0
@@ -31,6 +34,20 @@ class SamplingSpec:
     seed: int | None = None
     stop_token_ids: tuple[int, ...] = ()
     ignore_eos: bool = False
+    top_k: int = 0
+    min_tokens: int = 0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    logit_bias: tuple[tuple[int, float], ...] = ()
+
+    def shaping(self) -> dict[str, object]:
+        """The fields that reshape the token distribution and are set away from their defaults."""
+        fields = {"top_k": (self.top_k, 0), "min_tokens": (self.min_tokens, 0),
+                  "presence_penalty": (self.presence_penalty, 0.0),
+                  "frequency_penalty": (self.frequency_penalty, 0.0),
+                  "repetition_penalty": (self.repetition_penalty, 1.0), "logit_bias": (self.logit_bias, ())}
+        return {name: value for name, (value, default) in fields.items() if value != default}
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,9 @@
 the mapping of the service's failures (``orchestrator.errors``) onto them.
 
 A failure upstream of HTTP becomes: ``NoHealthyWorker`` -> 503 ``no_healthy_worker``; ``WorkerError``
--> 502 ``worker_failed`` (504 ``worker_timeout`` when the worker did not answer in time); the request's
-own deadline (``TimeoutError``) -> 504 ``worker_timeout``.
+-> 502 ``worker_failed`` (504 ``worker_timeout`` when the worker did not answer in time, 400
+``rejected_by_engine`` when the engine refused the request as invalid for it); the request's own deadline
+(``TimeoutError``) -> 504 ``worker_timeout``.
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ def upstream_error(exc: UpstreamFailure, stage: str, request_timeout_s: float) -
     """The error answered for ``exc``, met while ``stage`` (``Prefill`` or ``Decode``) ran."""
     if isinstance(exc, NoHealthyWorker):
         return unavailable(f"No healthy worker can take the request: {exc}")
+    if isinstance(exc, WorkerError) and exc.rejected:
+        return bad_request(f"The engine refused the request: {exc}", None, "rejected_by_engine")
     if isinstance(exc, WorkerError):
         return upstream_failed(f"{stage} failed: {exc}", exc.timed_out)
     return upstream_failed(f"The request did not finish within server.request_timeout_s ({request_timeout_s:g}s).",
@@ -94,7 +97,9 @@ def outcome_of(exc: UpstreamFailure) -> Outcome:
     timed out counts as 502, only the request's own deadline as 504)."""
     if isinstance(exc, NoHealthyWorker):
         return "503"
-    return "502" if isinstance(exc, WorkerError) else "504"
+    if isinstance(exc, WorkerError):
+        return "400" if exc.rejected else "502"
+    return "504"
 
 
 async def api_error_handler(request: Request, exc: Exception) -> JSONResponse:

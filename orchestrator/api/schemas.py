@@ -18,13 +18,11 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 UNSUPPORTED: dict[str, tuple[object, ...]] = {
     "logprobs": (None, False), "top_logprobs": (None,), "tools": (None, []), "tool_choice": (None, "none"),
     "parallel_tool_calls": (None,), "functions": (None, []), "function_call": (None, "none"),
-    "response_format": (None, {"type": "text"}), "logit_bias": (None, {}), "presence_penalty": (None, 0, 0.0),
-    "frequency_penalty": (None, 0, 0.0), "best_of": (None, 1), "echo": (None, False), "suffix": (None, ""),
+    "response_format": (None, {"type": "text"}), "best_of": (None, 1), "echo": (None, False), "suffix": (None, ""),
 }
 _CHAT_UNSUPPORTED = ("logprobs", "top_logprobs", "tools", "tool_choice", "parallel_tool_calls", "functions",
-                     "function_call", "response_format", "logit_bias", "presence_penalty", "frequency_penalty")
-_COMPLETION_UNSUPPORTED = ("logprobs", "logit_bias", "presence_penalty", "frequency_penalty", "best_of", "echo",
-                           "suffix")
+                     "function_call", "response_format")
+_COMPLETION_UNSUPPORTED = ("logprobs", "best_of", "echo", "suffix")
 
 
 def _valid_unicode(value: str) -> str:
@@ -34,6 +32,8 @@ def _valid_unicode(value: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(_valid_unicode)]
+TokenIdKey = Annotated[str, Field(pattern=r"^[0-9]{1,9}$")]
+Bias = Annotated[float, Field(ge=-100, le=100)]
 
 
 def _json_kind(value: Any) -> str | None:
@@ -119,10 +119,15 @@ class _Sampling(_Body):
     cache_salt: Text | None = None
     ignore_eos: bool = False
     return_token_ids: bool = False  # vLLM's extension: the choice carries the generated token ids
-    # Not implemented (see UNSUPPORTED): accepted only with their no-op value.
-    logit_bias: Any = Field(None, description="Not supported: only null or {}.")
-    presence_penalty: Any = Field(None, description="Not supported: only null or 0.")
-    frequency_penalty: Any = Field(None, description="Not supported: only null or 0.")
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    logit_bias: dict[TokenIdKey, Bias] | None = Field(None, max_length=1024,
+                                                      description="Token id (as a string) to a bias in [-100, 100].")
+    # vLLM's extensions
+    repetition_penalty: float | None = Field(None, gt=0.0, le=10.0)
+    top_k: int | None = Field(None, ge=-1, le=1 << 20, description="-1 or 0: off.")
+    min_tokens: int = Field(0, ge=0)
+    stop_token_ids: list[Annotated[int, Field(ge=0, lt=1 << 31)]] | None = Field(None, max_length=64)
 
     def stop_list(self) -> list[str]:
         if self.stop is None:

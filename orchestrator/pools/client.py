@@ -33,7 +33,8 @@ def _describe(worker_id: str, err: grpc.aio.AioRpcError) -> WorkerError:
     if code == grpc.StatusCode.ABORTED:
         void_reason = next((str(v) for k, v in (err.trailing_metadata() or ()) if k == VOID_REASON_KEY), None)
     return WorkerError(worker_id, f"{code.name}: {err.details()}", retryable,
-                       timed_out=code == grpc.StatusCode.DEADLINE_EXCEEDED, void_reason=void_reason)
+                       timed_out=code == grpc.StatusCode.DEADLINE_EXCEEDED, void_reason=void_reason,
+                       rejected=code == grpc.StatusCode.INVALID_ARGUMENT)
 
 
 class WorkerClient:

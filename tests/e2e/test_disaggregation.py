@@ -18,9 +18,9 @@ pytestmark = pytest.mark.e2e
 PROMPT_LENGTHS = [50, 64, 97, 128, 150, 200, 256, 300, 383, 450, 512, 600, 700, 800, 900, 1000]
 
 
-def _complete(url: str, prompt: list[int], max_tokens: int = 16) -> dict:
+def _complete(url: str, prompt: list[int], max_tokens: int = 16, **extra: object) -> dict:
     body = {"model": "tiny-llama", "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
-            "ignore_eos": True, "return_token_ids": True}
+            "ignore_eos": True, "return_token_ids": True, **extra}
     reply = httpx.post(f"{url}/v1/completions", json=body, timeout=300)
     assert reply.status_code == 200, reply.text
     return {"json": reply.json(), "headers": reply.headers}
@@ -54,3 +54,19 @@ def test_greedy_output_equals_single_instance(pd_server: Server, reference_serve
     moved = sample(pd_server.url, "pdserve_worker_load", worker="decode-0", figure="kv_bytes_pulled") - bytes_before
     assert moved >= expected_blocks * 32 * 512
     assert sample(pd_server.url, "pdserve_kv_handoff_bytes_count") >= len(prompts)
+
+
+def test_sampling_fields_reach_vllm_through_the_disaggregated_path(pd_server: Server, reference_server: Server) -> None:
+    """Penalties, top_k, min_tokens and logit_bias go to vLLM's sampler on both workers: the answer
+    changes, the banned tokens never appear, and it equals plain vLLM's with the same fields."""
+    prompt = [random.Random(11).randrange(200, 40000) for _ in range(120)]
+    plain = _complete(pd_server.url, prompt, 24)["json"]["choices"][0]["token_ids"]
+    banned = sorted(set(plain[:4]))
+    extra = {"presence_penalty": 0.8, "frequency_penalty": 0.6, "repetition_penalty": 1.3, "top_k": 20,
+             "min_tokens": 12, "logit_bias": {str(t): -100 for t in banned}}
+    mine = _complete(pd_server.url, prompt, 24, **extra)
+    ref = _complete(reference_server.url, prompt, 24, **extra)
+    my_ids = mine["json"]["choices"][0]["token_ids"]
+    assert my_ids == ref["json"]["choices"][0]["token_ids"]
+    assert mine["headers"]["x-prefill-worker"].startswith("prefill-")  # the disaggregated path
+    assert my_ids != plain and not set(banned) & set(my_ids)

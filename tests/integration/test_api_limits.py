@@ -200,9 +200,8 @@ def test_completion_prompt_ids_are_strict(front: FrontEnd) -> None:
 
 @pytest.mark.parametrize("field, value", [
     ("logprobs", True), ("top_logprobs", 2), ("tools", [{"type": "function", "function": {"name": "f"}}]),
-    ("tool_choice", "auto"), ("response_format", {"type": "json_object"}), ("logit_bias", {"42": 5}),
-    ("presence_penalty", 0.5), ("frequency_penalty", -1), ("parallel_tool_calls", True), ("functions", [{}]),
-    ("top_k", 5), ("min_p", 0.1), ("no_such_field", 1),
+    ("tool_choice", "auto"), ("response_format", {"type": "json_object"}), ("parallel_tool_calls", True),
+    ("functions", [{}]), ("min_p", 0.1), ("no_such_field", 1),
 ])
 def test_unsupported_chat_fields_are_refused_by_name(front: FrontEnd, field: str, value: Any) -> None:
     error = assert_error(post(front, chat(**{field: value})), 400)
@@ -210,8 +209,7 @@ def test_unsupported_chat_fields_are_refused_by_name(front: FrontEnd, field: str
 
 
 @pytest.mark.parametrize("field, value", [
-    ("logprobs", 1), ("best_of", 2), ("echo", True), ("suffix", "tail"), ("logit_bias", {"1": 1}),
-    ("presence_penalty", 1.0),
+    ("logprobs", 1), ("best_of", 2), ("echo", True), ("suffix", "tail"),
 ])
 def test_unsupported_completion_fields_are_refused_by_name(front: FrontEnd, field: str, value: Any) -> None:
     body = {"model": MODEL_NAME, "prompt": "hello", "max_tokens": 2, field: value}
@@ -227,9 +225,28 @@ def test_non_text_content_parts_are_refused(front: FrontEnd, part: dict[str, Any
     assert error["param"] == "messages.0.content.1" and part["type"] in error["message"], error
 
 
+@pytest.mark.parametrize("field, value", [
+    ("logit_bias", {"42": 5}), ("presence_penalty", 0.5), ("frequency_penalty", -1), ("repetition_penalty", 1.1),
+    ("top_k", 5), ("min_tokens", 1),
+])
+def test_sampling_fields_the_sim_engine_does_not_model_are_refused_by_it(front: FrontEnd, field: str,
+                                                                         value: Any) -> None:
+    """vLLM honours them (tests/e2e); the simulated engine refuses them, and that is a 400, not a 5xx."""
+    for path, body in (("/v1/chat/completions", chat(**{field: value})),
+                       ("/v1/completions", {"model": MODEL_NAME, "prompt": "hello", "max_tokens": 2, field: value})):
+        error = assert_error(post(front, body, path), 400, "rejected_by_engine")
+        assert field in error["message"], error
+
+
+def test_min_tokens_beyond_max_tokens_is_refused(front: FrontEnd) -> None:
+    error = assert_error(post(front, chat(max_tokens=3, min_tokens=4)), 400)
+    assert error["param"] == "min_tokens", error
+
+
 def test_no_op_values_of_unsupported_fields_are_accepted(front: FrontEnd) -> None:
-    body = chat(logprobs=False, presence_penalty=0, frequency_penalty=0.0, logit_bias={}, tools=None,
-                response_format={"type": "text"}, temperature=0, seed=1, stream_options=None)
+    body = chat(logprobs=False, presence_penalty=0, frequency_penalty=0.0, logit_bias={}, tools=None, top_k=-1,
+                min_tokens=0, repetition_penalty=None, response_format={"type": "text"}, temperature=0, seed=1,
+                stream_options=None)
     reply = post(front, body)
     assert reply.status_code == 200, reply.text
     body = {"model": MODEL_NAME, "prompt": [5, 6, 7], "max_tokens": 2, "echo": False, "best_of": 1, "suffix": None}

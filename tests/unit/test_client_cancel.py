@@ -37,7 +37,7 @@ class FakeStream:
 async def test_a_cancel_racing_a_chunk_is_not_swallowed(turns: int) -> None:
     client = WorkerClient("decode-0", "127.0.0.1:1")  # never connects: the stub is replaced
     stream = FakeStream()
-    client._stub = SimpleNamespace(Generate=lambda msg: stream)  # type: ignore[assignment]
+    client._stub = SimpleNamespace(Generate=lambda msg, timeout=None: stream)  # type: ignore[assignment]
     chunk = convert.token_chunk_to_pb(TokenChunk(token_ids=(7,), finished=False))
 
     async def consume() -> None:
@@ -46,6 +46,7 @@ async def test_a_cancel_racing_a_chunk_is_not_swallowed(turns: int) -> None:
 
     task = asyncio.create_task(consume())
     while not stream.reads:
+        assert not task.done(), task  # generate failed before its first read
         await asyncio.sleep(0)
     stream.reads[0].set_result(chunk)
     for _ in range(turns):  # the cancel lands 0..5 loop turns after the chunk

@@ -37,6 +37,9 @@ def wire(msg):  # type: ignore[no-untyped-def]
     SamplingSpec(max_tokens=1, temperature=0.0, top_p=0.5, seed=0, stop_token_ids=(2, 0), ignore_eos=True),
     SamplingSpec(max_tokens=2048, temperature=1.5, top_p=0.25, seed=-7),
     SamplingSpec(max_tokens=3, seed=2**62),
+    SamplingSpec(max_tokens=9, top_k=40, min_tokens=4, presence_penalty=-0.3, frequency_penalty=1.7,
+                 repetition_penalty=1.15, logit_bias=((5, -100.0), (77, 2.5))),
+    SamplingSpec(max_tokens=9, repetition_penalty=0.5),
 ])
 def test_sampling_round_trip(spec: SamplingSpec) -> None:
     assert convert.sampling_from_pb(wire(convert.sampling_to_pb(spec))) == spec

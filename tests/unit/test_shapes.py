@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from orchestrator.api.errors import bad_request, not_found_model, unavailable, upstream_failed
+from orchestrator.api.admission import sampling_spec
+from orchestrator.api.errors import APIError, bad_request, not_found_model, unavailable, upstream_failed
 from orchestrator.api.schemas import ChatCompletionRequest, ChatMessage, CompletionRequest
 from orchestrator.api.shapes import ResponseShape, usage
 
@@ -87,9 +88,33 @@ def test_request_schemas() -> None:
 
 
 @pytest.mark.parametrize("extra", [{"unknown_field": 1}, {"max_tokens": "5"}, {"max_tokens": True}, {"logprobs": True},
-                                   {"presence_penalty": 0.5}, {"model": "\ud800"}, {"stop": ["a", 1]},
+                                   {"presence_penalty": "0.5"}, {"presence_penalty": 2.5}, {"logit_bias": {"a": 1}},
+                                   {"logit_bias": {"1": 101}}, {"top_k": "3"}, {"min_tokens": -1},
+                                   {"model": "\ud800"}, {"stop": ["a", 1]},
                                    {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}])
 def test_request_schemas_refuse(extra: dict[str, object]) -> None:
     body = {"model": "m", "messages": [{"role": "user", "content": "a"}], **extra}
     with pytest.raises(ValidationError):
         ChatCompletionRequest.model_validate(body)
+
+
+def test_sampling_fields_reach_the_sampling_spec() -> None:
+    body = CompletionRequest.model_validate({
+        "model": "m", "prompt": [1, 2], "max_tokens": 10, "top_k": -1, "min_tokens": 3, "presence_penalty": 0.5,
+        "frequency_penalty": -1, "repetition_penalty": 1.2, "logit_bias": {"77": -100, "5": 2.5},
+        "stop_token_ids": [9, 2]})
+    spec = sampling_spec(body, prompt_len=2, max_len=100, eos_token_id=2)
+    assert (spec.top_k, spec.min_tokens, spec.presence_penalty, spec.frequency_penalty, spec.repetition_penalty) == (
+        0, 3, 0.5, -1.0, 1.2)
+    assert spec.logit_bias == ((5, 2.5), (77, -100.0)) and spec.stop_token_ids == (2, 9)
+    assert spec.shaping().keys() == {"min_tokens", "presence_penalty", "frequency_penalty", "repetition_penalty",
+                                     "logit_bias"}
+    plain = sampling_spec(CompletionRequest.model_validate({"model": "m", "prompt": [1]}), 1, 100, 2)
+    assert plain.shaping() == {} and plain.repetition_penalty == 1.0 and plain.top_k == 0
+
+
+def test_min_tokens_must_fit_the_completion() -> None:
+    body = CompletionRequest.model_validate({"model": "m", "prompt": [1, 2], "max_tokens": 4, "min_tokens": 5})
+    with pytest.raises(APIError) as refused:
+        sampling_spec(body, prompt_len=2, max_len=100, eos_token_id=2)
+    assert refused.value.status == 400 and refused.value.param == "min_tokens"

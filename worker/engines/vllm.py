@@ -130,9 +130,15 @@ class VllmEngine:
             extra["kv_transfer_params"] = handoff_to_vllm(handoff)
         return SamplingParams(
             max_tokens=1 if remote_decode else sampling.max_tokens,
+            min_tokens=min(sampling.min_tokens, 1) if remote_decode else sampling.min_tokens,
             temperature=sampling.temperature,
             top_p=sampling.top_p,
+            top_k=sampling.top_k,
             seed=sampling.seed,
+            presence_penalty=sampling.presence_penalty,
+            frequency_penalty=sampling.frequency_penalty,
+            repetition_penalty=sampling.repetition_penalty,
+            logit_bias=dict(sampling.logit_bias) or None,
             stop_token_ids=list(sampling.stop_token_ids),
             ignore_eos=sampling.ignore_eos,
             detokenize=False,

@@ -204,6 +204,9 @@ class SimEngineCore:
                              f"{self.max_model_len}")
         if request.sampling.max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {request.sampling.max_tokens}")
+        shaping = request.sampling.shaping()
+        if shaping:  # its tokens are hashes of the prompt and position, not samples of a distribution
+            raise ValueError(f"the sim engine does not model {', '.join(sorted(shaping))}")
         if min(prompt) < 0 or max(prompt) >= p.vocab_size:
             raise ValueError(f"token id out of range [0, {p.vocab_size})")
         handoff = request.handoff
