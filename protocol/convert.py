@@ -22,6 +22,7 @@ from protocol.types import (
     PrefillCall,
     SamplingSpec,
     TokenChunk,
+    TokenLogprob,
     WorkerDescription,
     WorkerLoad,
 )
@@ -81,13 +82,19 @@ def generate_call_from_pb(msg: pb.GenerateRequest) -> GenerateCall:
 
 def token_chunk_to_pb(chunk: TokenChunk) -> pb.GenerateChunk:
     """Only ``TokenChunk``'s fields cross; a subclass's extra fields (the engine's handoff) stay behind."""
+    logprobs = [pb.TokenLogprob(logprob=lp.logprob, top_ids=[t for t, _ in lp.top],
+                                top_logprobs=[v for _, v in lp.top]) for lp in chunk.logprobs]
     return pb.GenerateChunk(token_ids=list(chunk.token_ids), finished=chunk.finished,
-                            finish_reason=chunk.finish_reason or "", num_cached_tokens=chunk.num_cached_tokens)
+                            finish_reason=chunk.finish_reason or "", num_cached_tokens=chunk.num_cached_tokens,
+                            logprobs=logprobs)
 
 
 def token_chunk_from_pb(msg: pb.GenerateChunk) -> TokenChunk:
+    logprobs = tuple(TokenLogprob(lp.logprob, tuple(zip(lp.top_ids, lp.top_logprobs, strict=True)))
+                     for lp in msg.logprobs)
     return TokenChunk(token_ids=tuple(msg.token_ids), finished=msg.finished,
-                      finish_reason=msg.finish_reason or None, num_cached_tokens=msg.num_cached_tokens)
+                      finish_reason=msg.finish_reason or None, num_cached_tokens=msg.num_cached_tokens,
+                      logprobs=logprobs)
 
 
 def abort_request_to_pb(request_id: str) -> pb.AbortRequest:
@@ -120,11 +127,16 @@ def sampling_to_pb(spec: SamplingSpec) -> pb.Sampling:
         presence_penalty=spec.presence_penalty,
         frequency_penalty=spec.frequency_penalty,
         logit_bias=dict(spec.logit_bias),
+        json_object=spec.json_object,
     )
     if spec.seed is not None:
         msg.seed = spec.seed
     if spec.repetition_penalty != 1.0:
         msg.repetition_penalty = spec.repetition_penalty
+    if spec.logprobs is not None:
+        msg.logprobs = spec.logprobs
+    if spec.json_schema is not None:
+        msg.json_schema = spec.json_schema
     return msg
 
 
@@ -142,6 +154,9 @@ def sampling_from_pb(msg: pb.Sampling) -> SamplingSpec:
         frequency_penalty=msg.frequency_penalty,
         repetition_penalty=msg.repetition_penalty if msg.HasField("repetition_penalty") else 1.0,
         logit_bias=tuple(sorted(msg.logit_bias.items())),
+        logprobs=msg.logprobs if msg.HasField("logprobs") else None,
+        json_object=msg.json_object,
+        json_schema=msg.json_schema if msg.HasField("json_schema") else None,
     )
 
 

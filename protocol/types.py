@@ -40,13 +40,17 @@ class SamplingSpec:
     frequency_penalty: float = 0.0
     repetition_penalty: float = 1.0
     logit_bias: tuple[tuple[int, float], ...] = ()
+    logprobs: int | None = None  # None: none; n: each token's logprob and the n most likely alternatives
+    json_object: bool = False  # the answer is a JSON object
+    json_schema: str | None = None  # the answer follows this JSON schema (JSON text)
 
     def shaping(self) -> dict[str, object]:
         """The fields that reshape the token distribution and are set away from their defaults."""
         fields = {"top_k": (self.top_k, 0), "min_tokens": (self.min_tokens, 0),
                   "presence_penalty": (self.presence_penalty, 0.0),
                   "frequency_penalty": (self.frequency_penalty, 0.0),
-                  "repetition_penalty": (self.repetition_penalty, 1.0), "logit_bias": (self.logit_bias, ())}
+                  "repetition_penalty": (self.repetition_penalty, 1.0), "logit_bias": (self.logit_bias, ()),
+                  "json_object": (self.json_object, False), "json_schema": (self.json_schema, None)}
         return {name: value for name, (value, default) in fields.items() if value != default}
 
 
@@ -180,6 +184,15 @@ class GenerateCall:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """The log-probability of one generated token, and the most likely tokens at its position as
+    (token id, logprob) pairs, most likely first (as many as the request asked for)."""
+
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
+
+
+@dataclass(frozen=True)
 class TokenChunk:
     """New tokens of one request since its previous chunk (one Generate stream message).
 
@@ -192,6 +205,7 @@ class TokenChunk:
     finished: bool = False
     finish_reason: str | None = None
     num_cached_tokens: int = 0
+    logprobs: tuple[TokenLogprob, ...] = ()  # one per token id when the request asked; else empty
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ def sampling_spec(body: Body, prompt_len: int, max_len: int, eos_token_id: int |
     if body.min_tokens > max_tokens:
         raise bad_request(f"min_tokens ({body.min_tokens}) is more than the completion's {max_tokens} tokens.",
                           "min_tokens")
+    json_object, json_schema = body.requested_json()
     stop_ids = [] if eos_token_id is None or body.ignore_eos else [eos_token_id]
     stop_ids += [i for i in body.stop_token_ids or () if i not in stop_ids]
     return SamplingSpec(max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p,
@@ -65,7 +66,8 @@ def sampling_spec(body: Body, prompt_len: int, max_len: int, eos_token_id: int |
                         top_k=max(0, body.top_k or 0), min_tokens=body.min_tokens,
                         presence_penalty=body.presence_penalty or 0.0, frequency_penalty=body.frequency_penalty or 0.0,
                         repetition_penalty=body.repetition_penalty or 1.0,
-                        logit_bias=tuple(sorted((int(k), v) for k, v in (body.logit_bias or {}).items())))
+                        logit_bias=tuple(sorted((int(k), v) for k, v in (body.logit_bias or {}).items())),
+                        logprobs=body.requested_logprobs(), json_object=json_object, json_schema=json_schema)
 
 
 def effective_cache_salt(tenant: str | None, cache_salt: str | None) -> str | None:

@@ -113,7 +113,7 @@ class Routes:
             await self._frontend.release(req, placement)
         self._frontend.record_outcome(shape.endpoint, "200")
         payload = shape.final(answer.text, answer.finish_reason, len(prompt), answer.tokens, answer.cached,
-                              list(text.ids) if body.return_token_ids else None)
+                              list(text.ids) if body.return_token_ids else None, answer.logprobs)
         return JSONResponse(payload, headers=headers)
 
     def _gone(self, shape: ResponseShape) -> Response:

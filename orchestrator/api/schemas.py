@@ -6,6 +6,7 @@ unknown fields, and the OpenAI fields in ``UNSUPPORTED`` unless they carry their
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated, Any, Literal
 
@@ -16,13 +17,12 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 # OpenAI fields pdserve does not implement, each with the values that mean "not used" (accepted).
 UNSUPPORTED: dict[str, tuple[object, ...]] = {
-    "logprobs": (None, False), "top_logprobs": (None,), "tools": (None, []), "tool_choice": (None, "none"),
+    "tools": (None, []), "tool_choice": (None, "none"),
     "parallel_tool_calls": (None,), "functions": (None, []), "function_call": (None, "none"),
-    "response_format": (None, {"type": "text"}), "best_of": (None, 1), "echo": (None, False), "suffix": (None, ""),
+    "best_of": (None, 1), "echo": (None, False), "suffix": (None, ""),
 }
-_CHAT_UNSUPPORTED = ("logprobs", "top_logprobs", "tools", "tool_choice", "parallel_tool_calls", "functions",
-                     "function_call", "response_format")
-_COMPLETION_UNSUPPORTED = ("logprobs", "best_of", "echo", "suffix")
+_CHAT_UNSUPPORTED = ("tools", "tool_choice", "parallel_tool_calls", "functions", "function_call")
+_COMPLETION_UNSUPPORTED = ("best_of", "echo", "suffix")
 
 
 def _valid_unicode(value: str) -> str:
@@ -105,6 +105,29 @@ class ChatMessage(_Body):
         return len(self.content) if isinstance(self.content, str) else sum(len(p.text) for p in self.content)
 
 
+class TextFormat(_Body):
+    type: Literal["text"]
+
+
+class JsonObjectFormat(_Body):
+    type: Literal["json_object"]
+
+
+class JsonSchema(_Body):
+    name: Text = Field(max_length=64)
+    description: Text | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
+class JsonSchemaFormat(_Body):
+    type: Literal["json_schema"]
+    json_schema: JsonSchema
+
+
+ResponseFormat = Annotated[TextFormat | JsonObjectFormat | JsonSchemaFormat, Field(discriminator="type")]
+
+
 class _Sampling(_Body):
     model: Text
     max_tokens: int | None = Field(None, ge=1)
@@ -138,27 +161,44 @@ class _Sampling(_Body):
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    logprobs: Any = Field(None, description="Not supported: only null or false.")
-    top_logprobs: Any = Field(None, description="Not supported: only null.")
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
     tools: Any = Field(None, description="Not supported: only null or [].")
     tool_choice: Any = Field(None, description="Not supported: only null or \"none\".")
     parallel_tool_calls: Any = Field(None, description="Not supported: only null.")
     functions: Any = Field(None, description="Not supported: only null or [].")
     function_call: Any = Field(None, description="Not supported: only null or \"none\".")
-    response_format: Any = Field(None, description="Not supported: only null or {\"type\": \"text\"}.")
+    response_format: ResponseFormat | None = None
 
     @field_validator(*_CHAT_UNSUPPORTED, mode="before")
     @classmethod
     def _unsupported(cls, value: object, info: Any) -> None:
         _refuse_unsupported(value, info.field_name)
 
+    @field_validator("top_logprobs")
+    @classmethod
+    def _top_logprobs_needs_logprobs(cls, value: int | None, info: Any) -> int | None:
+        if value and not info.data.get("logprobs"):
+            raise PydanticCustomError("logprobs_required", "`top_logprobs` needs `logprobs` set to true")
+        return value
+
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+    def requested_logprobs(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
+
+    def requested_json(self) -> tuple[bool, str | None]:
+        """(any JSON object, the JSON schema as canonical text) that the answer must follow."""
+        fmt = self.response_format
+        if isinstance(fmt, JsonSchemaFormat):
+            return False, json.dumps(fmt.json_schema.schema_ or {}, sort_keys=True, separators=(",", ":"))
+        return isinstance(fmt, JsonObjectFormat), None
 
 
 class CompletionRequest(_Sampling):
     prompt: Prompt
-    logprobs: Any = Field(None, description="Not supported: only null.")
+    logprobs: int | None = Field(None, ge=0, le=20)
     best_of: Any = Field(None, description="Not supported: only null or 1.")
     echo: Any = Field(None, description="Not supported: only null or false.")
     suffix: Any = Field(None, description="Not supported: only null or \"\".")
@@ -177,3 +217,9 @@ class CompletionRequest(_Sampling):
 
     def requested_max_tokens(self) -> int | None:
         return self.max_tokens
+
+    def requested_logprobs(self) -> int | None:
+        return self.logprobs
+
+    def requested_json(self) -> tuple[bool, str | None]:
+        return False, None

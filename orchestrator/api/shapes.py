@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from orchestrator.api.logprobs import LogprobText, logprobs_payload
 
 
 def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dict[str, Any]:
@@ -48,26 +51,34 @@ class ResponseShape:
         return {**self._head("text_completion"),
                 "choices": [{"index": 0, "text": "", "logprobs": None, "finish_reason": None}]}
 
-    def chunk(self, text: str, finish_reason: str | None) -> dict[str, Any]:
+    def _logprobs(self, entries: Sequence[LogprobText] | None) -> dict[str, Any] | None:
+        return None if entries is None else logprobs_payload(self.kind, entries)
+
+    def chunk(self, text: str, finish_reason: str | None,
+              logprobs: Sequence[LogprobText] | None = None) -> dict[str, Any]:
+        """A streamed chunk; ``logprobs`` (of its tokens) only when the request asked for them."""
         if self.kind == "chat":
             delta = {"content": text} if text else {}
-            return {**self._head("chat.completion.chunk"),
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
-        return {**self._head("text_completion"),
-                "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}]}
+            choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish_reason}
+            if logprobs is not None:
+                choice["logprobs"] = self._logprobs(logprobs)
+            return {**self._head("chat.completion.chunk"), "choices": [choice]}
+        return {**self._head("text_completion"), "choices": [
+            {"index": 0, "text": text, "logprobs": self._logprobs(logprobs), "finish_reason": finish_reason}]}
 
     def usage_chunk(self, prompt_tokens: int, completion_tokens: int, cached: int) -> dict[str, Any]:
         obj = "chat.completion.chunk" if self.kind == "chat" else "text_completion"
         return {**self._head(obj), "choices": [], "usage": usage(prompt_tokens, completion_tokens, cached)}
 
     def final(self, text: str, finish_reason: str, prompt_tokens: int, completion_tokens: int,
-              cached: int, token_ids: list[int] | None = None) -> dict[str, Any]:
+              cached: int, token_ids: list[int] | None = None,
+              logprobs: Sequence[LogprobText] | None = None) -> dict[str, Any]:
         if self.kind == "chat":
             choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text},
-                                      "logprobs": None, "finish_reason": finish_reason}
+                                      "logprobs": self._logprobs(logprobs), "finish_reason": finish_reason}
             obj = "chat.completion"
         else:
-            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
+            choice = {"index": 0, "text": text, "logprobs": self._logprobs(logprobs), "finish_reason": finish_reason}
             obj = "text_completion"
         if token_ids is not None:
             choice["token_ids"] = token_ids

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from fastapi import Request
 
 from orchestrator.api.errors import upstream_error
+from orchestrator.api.logprobs import LogprobText, LogprobTexts
 from orchestrator.api.shapes import ResponseShape
 from orchestrator.api.text import IncrementalText
 from orchestrator.errors import WorkerError
@@ -69,6 +70,7 @@ class TextDelta:
     finish_reason: str | None
     tokens: int
     cached: int
+    logprobs: tuple[LogprobText, ...] | None = None  # of the tokens since the previous delta, when asked
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class Answer:
     finish_reason: str
     tokens: int
     cached: int
+    logprobs: tuple[LogprobText, ...] | None = None
 
 
 async def decode_text(frontend: Frontend, req: FlowRequest, placement: Placement,
@@ -86,21 +89,22 @@ async def decode_text(frontend: Frontend, req: FlowRequest, placement: Placement
     prefill."""
     cached = placement.handoff.num_cached_tokens if placement.handoff is not None else 0
     tokens = 0
+    logprobs = LogprobTexts(text.tokenizer) if req.sampling.logprobs is not None else None
     stream = frontend.stream(req, placement)
     try:
         async for chunk in stream:
             if placement.handoff is None and chunk.num_cached_tokens:
                 cached = chunk.num_cached_tokens
             tokens += len(chunk.token_ids)
+            if logprobs is not None:
+                logprobs.add(chunk.token_ids, chunk.logprobs)
             delta, stopped = text.push(chunk.token_ids)
-            if stopped:
-                yield TextDelta(delta, "stop", tokens, cached)
-                return
-            if chunk.finished:
-                yield TextDelta(delta + text.flush(), chunk.finish_reason or "stop", tokens, cached)
-                return
-            if delta:
-                yield TextDelta(delta, None, tokens, cached)
+            if stopped or chunk.finished or delta:
+                finish = "stop" if stopped else (chunk.finish_reason or "stop") if chunk.finished else None
+                tail = text.flush() if chunk.finished and not stopped else ""
+                yield TextDelta(delta + tail, finish, tokens, cached, logprobs.take() if logprobs else None)
+                if finish is not None:
+                    return
     finally:
         await stream.aclose()
         frontend.observe_cached(cached)
@@ -109,11 +113,15 @@ async def decode_text(frontend: Frontend, req: FlowRequest, placement: Placement
 async def collect(frontend: Frontend, req: FlowRequest, placement: Placement, text: IncrementalText) -> Answer:
     """The whole answer. Raises ``WorkerError``, or ``TimeoutError`` past ``frontend.request_timeout_s``."""
     parts: list[str] = []
+    logprobs: list[LogprobText] | None = [] if req.sampling.logprobs is not None else None
     last = TextDelta("", "stop", 0, 0)
     async with asyncio.timeout(frontend.request_timeout_s):
         async for last in decode_text(frontend, req, placement, text):
             parts.append(last.text)
-    return Answer("".join(parts), last.finish_reason or "stop", last.tokens, last.cached)
+            if logprobs is not None:
+                logprobs += last.logprobs or ()
+    return Answer("".join(parts), last.finish_reason or "stop", last.tokens, last.cached,
+                  None if logprobs is None else tuple(logprobs))
 
 
 def _event(payload: dict[str, Any]) -> bytes:
@@ -130,7 +138,7 @@ async def sse_events(frontend: Frontend, req: FlowRequest, placement: Placement,
     try:
         async with asyncio.timeout(frontend.request_timeout_s):
             async for last in decode_text(frontend, req, placement, text):
-                yield _event(shape.chunk(last.text, last.finish_reason))
+                yield _event(shape.chunk(last.text, last.finish_reason, last.logprobs))
     except (WorkerError, TimeoutError) as exc:
         outcome = "502"
         yield _event(upstream_error(exc, "Decode", frontend.request_timeout_s).body())

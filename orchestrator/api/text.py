@@ -35,6 +35,10 @@ class Tokenizer:
     def decode(self, ids: list[int]) -> str:
         return str(self._tok.decode(ids, skip_special_tokens=True))
 
+    def token_text(self, token_id: int) -> str:
+        """One token decoded alone, special tokens included (what logprobs name it)."""
+        return str(self._tok.decode([token_id], skip_special_tokens=False))
+
 
 @dataclass
 class IncrementalText:

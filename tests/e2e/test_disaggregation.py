@@ -3,12 +3,14 @@ every disaggregated request moves its KV blocks over NIXL."""
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from openai import OpenAI
 
 from tests.e2e.promtext import sample
 from tests.e2e.servers import Server
@@ -70,3 +72,55 @@ def test_sampling_fields_reach_vllm_through_the_disaggregated_path(pd_server: Se
     assert my_ids == ref["json"]["choices"][0]["token_ids"]
     assert mine["headers"]["x-prefill-worker"].startswith("prefill-")  # the disaggregated path
     assert my_ids != plain and not set(banned) & set(my_ids)
+
+
+def test_logprobs_equal_plain_vllms_on_the_disaggregated_path(pd_server: Server, reference_server: Server) -> None:
+    prompt = [random.Random(12).randrange(200, 40000) for _ in range(150)]
+    mine = _complete(pd_server.url, prompt, 12, logprobs=3)
+    ref = _complete(reference_server.url, prompt, 12, logprobs=3)
+    assert mine["headers"]["x-prefill-worker"].startswith("prefill-")
+    ours, theirs = mine["json"]["choices"][0]["logprobs"], ref["json"]["choices"][0]["logprobs"]
+    assert ours["tokens"] == theirs["tokens"] and len(ours["tokens"]) == 12
+    assert ours["token_logprobs"] == pytest.approx(theirs["token_logprobs"], abs=1e-3)
+    for top, their_top in zip(ours["top_logprobs"], theirs["top_logprobs"], strict=True):
+        assert len(top) == 3 and top.keys() <= their_top.keys()
+        assert list(top.values()) == pytest.approx([their_top[t] for t in top], abs=1e-3)
+
+
+def test_streamed_chat_logprobs_cover_every_token(pd_server: Server) -> None:
+    client = OpenAI(base_url=f"{pd_server.url}/v1", api_key="unused", max_retries=0, timeout=120)
+    stream = client.chat.completions.create(
+        model="tiny-llama", messages=[{"role": "user", "content": "Name three colours."}], max_tokens=10,
+        temperature=0, logprobs=True, top_logprobs=2, stream=True, stream_options={"include_usage": True})
+    entries, text, usage = [], "", None
+    for chunk in stream:
+        usage = chunk.usage or usage
+        for choice in chunk.choices:
+            text += choice.delta.content or ""
+            entries += choice.logprobs.content if choice.logprobs and choice.logprobs.content else []
+    assert usage is not None and len(entries) == usage.completion_tokens > 0
+    assert all(len(e.top_logprobs) == 2 and e.logprob <= 0 for e in entries)
+    assert all(e.top_logprobs[0].logprob >= e.top_logprobs[1].logprob for e in entries)
+
+
+def test_json_schema_answers_equal_plain_vllms(pd_server: Server, reference_server: Server) -> None:
+    """``response_format`` reaches vLLM's structured outputs on the decode worker: the answer is held to
+    the schema (this random model would not write JSON otherwise) and equals plain vLLM's."""
+    schema = {"type": "object", "properties": {"colour": {"type": "string", "enum": ["red", "green", "blue"]}},
+              "required": ["colour"], "additionalProperties": False}
+    fmt = {"type": "json_schema", "json_schema": {"name": "c", "schema": schema}}
+    body = {"model": "tiny-llama", "messages": [{"role": "user", "content": "Pick a colour."}], "max_tokens": 40,
+            "temperature": 0, "response_format": fmt}
+    answers = []
+    for url in (pd_server.url, reference_server.url):
+        reply = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=300)
+        assert reply.status_code == 200, reply.text
+        answers.append(reply.json()["choices"][0])
+    ours, theirs = answers
+    assert ours["message"]["content"] == theirs["message"]["content"]
+    assert ours["message"]["content"].lstrip().startswith("{")
+    if ours["finish_reason"] == "stop":
+        assert json.loads(ours["message"]["content"])["colour"] in {"red", "green", "blue"}
+    free = httpx.post(f"{pd_server.url}/v1/chat/completions", timeout=300,
+                      json={**body, "response_format": None}).json()["choices"][0]["message"]["content"]
+    assert free != ours["message"]["content"]

@@ -199,8 +199,8 @@ def test_completion_prompt_ids_are_strict(front: FrontEnd) -> None:
 
 
 @pytest.mark.parametrize("field, value", [
-    ("logprobs", True), ("top_logprobs", 2), ("tools", [{"type": "function", "function": {"name": "f"}}]),
-    ("tool_choice", "auto"), ("response_format", {"type": "json_object"}), ("parallel_tool_calls", True),
+    ("logprobs", "true"), ("top_logprobs", 2), ("tools", [{"type": "function", "function": {"name": "f"}}]),
+    ("tool_choice", "auto"), ("response_format", {"type": "json"}), ("parallel_tool_calls", True),
     ("functions", [{}]), ("min_p", 0.1), ("no_such_field", 1),
 ])
 def test_unsupported_chat_fields_are_refused_by_name(front: FrontEnd, field: str, value: Any) -> None:
@@ -209,7 +209,7 @@ def test_unsupported_chat_fields_are_refused_by_name(front: FrontEnd, field: str
 
 
 @pytest.mark.parametrize("field, value", [
-    ("logprobs", 1), ("best_of", 2), ("echo", True), ("suffix", "tail"),
+    ("logprobs", True), ("logprobs", 21), ("best_of", 2), ("echo", True), ("suffix", "tail"),
 ])
 def test_unsupported_completion_fields_are_refused_by_name(front: FrontEnd, field: str, value: Any) -> None:
     body = {"model": MODEL_NAME, "prompt": "hello", "max_tokens": 2, field: value}
@@ -227,13 +227,20 @@ def test_non_text_content_parts_are_refused(front: FrontEnd, part: dict[str, Any
 
 @pytest.mark.parametrize("field, value", [
     ("logit_bias", {"42": 5}), ("presence_penalty", 0.5), ("frequency_penalty", -1), ("repetition_penalty", 1.1),
-    ("top_k", 5), ("min_tokens", 1),
+    ("top_k", 5), ("min_tokens", 1), ("logprobs", None), ("json_object", None),
 ])
 def test_sampling_fields_the_sim_engine_does_not_model_are_refused_by_it(front: FrontEnd, field: str,
                                                                          value: Any) -> None:
     """vLLM honours them (tests/e2e); the simulated engine refuses them, and that is a 400, not a 5xx."""
-    for path, body in (("/v1/chat/completions", chat(**{field: value})),
-                       ("/v1/completions", {"model": MODEL_NAME, "prompt": "hello", "max_tokens": 2, field: value})):
+    chat_extra: dict[str, Any] = {field: value}
+    completion_extra: dict[str, Any] = {field: value}
+    if field == "logprobs":
+        chat_extra, completion_extra = {"logprobs": True, "top_logprobs": 2}, {"logprobs": 2}
+    completion = {"model": MODEL_NAME, "prompt": "hello", "max_tokens": 2, **completion_extra}
+    paths = [("/v1/chat/completions", chat(**chat_extra)), ("/v1/completions", completion)]
+    if field == "json_object":  # chat only: completions take no response_format
+        paths = [("/v1/chat/completions", chat(response_format={"type": "json_object"}))]
+    for path, body in paths:
         error = assert_error(post(front, body, path), 400, "rejected_by_engine")
         assert field in error["message"], error
 

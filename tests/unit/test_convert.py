@@ -20,6 +20,7 @@ from protocol.types import (
     PrefillCall,
     SamplingSpec,
     TokenChunk,
+    TokenLogprob,
     WorkerDescription,
     WorkerLoad,
 )
@@ -39,7 +40,8 @@ def wire(msg):  # type: ignore[no-untyped-def]
     SamplingSpec(max_tokens=3, seed=2**62),
     SamplingSpec(max_tokens=9, top_k=40, min_tokens=4, presence_penalty=-0.3, frequency_penalty=1.7,
                  repetition_penalty=1.15, logit_bias=((5, -100.0), (77, 2.5))),
-    SamplingSpec(max_tokens=9, repetition_penalty=0.5),
+    SamplingSpec(max_tokens=9, repetition_penalty=0.5, logprobs=0),
+    SamplingSpec(max_tokens=9, logprobs=5),
 ])
 def test_sampling_round_trip(spec: SamplingSpec) -> None:
     assert convert.sampling_from_pb(wire(convert.sampling_to_pb(spec))) == spec
@@ -115,6 +117,7 @@ def test_prefill_response_carries_the_handoff() -> None:
     TokenChunk(token_ids=(1, 2), num_cached_tokens=64),
     TokenChunk(token_ids=(), finished=True, finish_reason="length", num_cached_tokens=3),
     TokenChunk(token_ids=(9,)),
+    TokenChunk(token_ids=(4, 5), logprobs=(TokenLogprob(-0.125, ((4, -0.125), (7, -2.5))), TokenLogprob(-3.0))),
 ])
 def test_token_chunk_round_trip(chunk: TokenChunk) -> None:
     assert convert.token_chunk_from_pb(wire(convert.token_chunk_to_pb(chunk))) == chunk

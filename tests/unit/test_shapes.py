@@ -7,8 +7,10 @@ from pydantic import ValidationError
 
 from orchestrator.api.admission import sampling_spec
 from orchestrator.api.errors import APIError, bad_request, not_found_model, unavailable, upstream_failed
+from orchestrator.api.logprobs import LogprobTexts, logprobs_payload
 from orchestrator.api.schemas import ChatCompletionRequest, ChatMessage, CompletionRequest
 from orchestrator.api.shapes import ResponseShape, usage
+from protocol.types import TokenLogprob
 
 
 def test_usage_counts_and_cached_tokens() -> None:
@@ -87,7 +89,8 @@ def test_request_schemas() -> None:
     assert ChatMessage.model_validate({"role": "assistant"}).text() == ""
 
 
-@pytest.mark.parametrize("extra", [{"unknown_field": 1}, {"max_tokens": "5"}, {"max_tokens": True}, {"logprobs": True},
+@pytest.mark.parametrize("extra", [{"unknown_field": 1}, {"max_tokens": "5"}, {"max_tokens": True},
+                                   {"logprobs": "true"}, {"top_logprobs": 2}, {"logprobs": True, "top_logprobs": 21},
                                    {"presence_penalty": "0.5"}, {"presence_penalty": 2.5}, {"logit_bias": {"a": 1}},
                                    {"logit_bias": {"1": 101}}, {"top_k": "3"}, {"min_tokens": -1},
                                    {"model": "\ud800"}, {"stop": ["a", 1]},
@@ -118,3 +121,61 @@ def test_min_tokens_must_fit_the_completion() -> None:
     with pytest.raises(APIError) as refused:
         sampling_spec(body, prompt_len=2, max_len=100, eos_token_id=2)
     assert refused.value.status == 400 and refused.value.param == "min_tokens"
+
+
+def test_logprobs_are_asked_for_as_openai_says() -> None:
+    base = {"model": "m", "messages": [{"role": "user", "content": "a"}]}
+    assert ChatCompletionRequest.model_validate(base).requested_logprobs() is None
+    def asked(**extra: object) -> int | None:
+        return ChatCompletionRequest.model_validate({**base, **extra}).requested_logprobs()
+
+    assert asked(logprobs=True) == 0 and asked(logprobs=True, top_logprobs=3) == 3
+    assert asked(logprobs=False, top_logprobs=0) is None
+    assert CompletionRequest.model_validate({"model": "m", "prompt": "a", "logprobs": 2}).requested_logprobs() == 2
+
+
+class _Letters:
+    """A tokenizer stand-in for token texts: token i is the letter chr(97 + i)."""
+
+    def token_text(self, token_id: int) -> str:
+        return chr(97 + token_id)
+
+
+def test_logprob_payloads_in_both_formats() -> None:
+    texts = LogprobTexts(_Letters())  # type: ignore[arg-type]
+    texts.add((0, 1), (TokenLogprob(-0.5, ((0, -0.5), (2, -1.5))), TokenLogprob(-2.0, ((3, -0.1),))))
+    first = texts.take()
+    texts.add((2,), (TokenLogprob(-0.25),))
+    second = texts.take()
+    assert texts.take() == () and [e.offset for e in first + second] == [0, 1, 2]
+    chat = logprobs_payload("chat", first)["content"]
+    assert chat[0] == {"token": "a", "logprob": -0.5, "bytes": [97],
+                       "top_logprobs": [{"token": "a", "logprob": -0.5, "bytes": [97]},
+                                        {"token": "c", "logprob": -1.5, "bytes": [99]}]}
+    assert chat[1]["top_logprobs"] == [{"token": "d", "logprob": -0.1, "bytes": [100]}]
+    assert logprobs_payload("completion", first + second) == {
+        "tokens": ["a", "b", "c"], "token_logprobs": [-0.5, -2.0, -0.25],
+        "top_logprobs": [{"a": -0.5, "c": -1.5}, {"d": -0.1}, {}], "text_offset": [0, 1, 2]}
+    shape = ResponseShape.completion("m")
+    assert shape.chunk("ab", None, first)["choices"][0]["logprobs"]["tokens"] == ["a", "b"]
+    assert shape.chunk("ab", None)["choices"][0]["logprobs"] is None
+    assert "logprobs" not in ResponseShape.chat("m").chunk("ab", None)["choices"][0]
+    assert ResponseShape.chat("m").final("c", "stop", 1, 1, 0, logprobs=second)["choices"][0]["logprobs"] == {
+        "content": [{"token": "c", "logprob": -0.25, "bytes": [99], "top_logprobs": []}]}
+
+
+def test_response_formats() -> None:
+    base = {"model": "m", "messages": [{"role": "user", "content": "a"}]}
+
+    def asked(fmt: object) -> tuple[bool, str | None]:
+        return ChatCompletionRequest.model_validate({**base, "response_format": fmt}).requested_json()
+
+    assert asked(None) == (False, None) and asked({"type": "text"}) == (False, None)
+    assert asked({"type": "json_object"}) == (True, None)
+    schema = {"type": "object", "properties": {"b": {"type": "integer"}, "a": {"type": "string"}}}
+    assert asked({"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}) == (
+        False, '{"properties":{"a":{"type":"string"},"b":{"type":"integer"}},"type":"object"}')
+    for bad in ({"type": "json"}, {"type": "json_schema"}, {"type": "json_schema", "json_schema": {"schema": {}}},
+                {"type": "json_object", "extra": 1}):
+        with pytest.raises(ValidationError):
+            asked(bad)

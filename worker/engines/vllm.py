@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from protocol.engine_args import VllmArgs
-from protocol.types import EngineInfo, EngineLoad, KvEventBatch, KVHandoff, SamplingSpec
+from protocol.types import EngineInfo, EngineLoad, KvEventBatch, KVHandoff, SamplingSpec, TokenLogprob
 from transfer.handoff import handoff_from_vllm, handoff_to_vllm, remote_decode_request_params
 from worker.engine import EngineRequest, EngineSpec, HandoffVoid, TokenDelta, register_engine
 from worker.engines.vllm_events import KvEventSubscriber
@@ -37,6 +38,27 @@ def _finish_reason(output: Any) -> str | None:
     if reason == "error":
         raise RuntimeError("vLLM ended the request with an error")
     return "length" if reason == "length" else ("abort" if reason == "abort" else "stop")
+
+
+def _structured(sampling: SamplingSpec) -> Any:
+    """vLLM's structured-output constraint for the spec's JSON format, or None."""
+    from vllm.sampling_params import StructuredOutputsParams
+
+    if sampling.json_schema is not None:
+        return StructuredOutputsParams(json=json.loads(sampling.json_schema))
+    return StructuredOutputsParams(json_object=True) if sampling.json_object else None
+
+
+def _logprobs(tokens: tuple[int, ...], positions: Any, top_n: int | None) -> tuple[TokenLogprob, ...]:
+    """The ``TokenLogprob`` of each new token from vLLM's per-position ``{token id: Logprob}`` (the sampled
+    token is always there; the ``top_n`` most likely have ranks 1..top_n). Empty when none were asked."""
+    if top_n is None or not positions:
+        return ()
+    out = []
+    for token, position in zip(tokens, positions, strict=True):
+        ranked = sorted((lp.rank, tid, lp.logprob) for tid, lp in position.items() if lp.rank and lp.rank <= top_n)
+        out.append(TokenLogprob(float(position[token].logprob), tuple((tid, float(v)) for _, tid, v in ranked)))
+    return tuple(out)
 
 
 @register_engine("vllm")
@@ -139,6 +161,9 @@ class VllmEngine:
             frequency_penalty=sampling.frequency_penalty,
             repetition_penalty=sampling.repetition_penalty,
             logit_bias=dict(sampling.logit_bias) or None,
+            logprobs=None if remote_decode else sampling.logprobs,
+            # The prefill's one token is not the answer's (the decode worker samples it again).
+            structured_outputs=None if remote_decode else _structured(sampling),
             stop_token_ids=list(sampling.stop_token_ids),
             ignore_eos=sampling.ignore_eos,
             detokenize=False,
@@ -186,6 +211,7 @@ class VllmEngine:
                     finished=finished,
                     finish_reason=_finish_reason(completion) if finished else None,
                     num_cached_tokens=cached,
+                    logprobs=_logprobs(tokens, completion.logprobs, request.sampling.logprobs),
                     handoff=handoff,
                 )
         finally:

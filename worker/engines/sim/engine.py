@@ -205,6 +205,8 @@ class SimEngineCore:
         if request.sampling.max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {request.sampling.max_tokens}")
         shaping = request.sampling.shaping()
+        if request.sampling.logprobs is not None:
+            shaping["logprobs"] = request.sampling.logprobs
         if shaping:  # its tokens are hashes of the prompt and position, not samples of a distribution
             raise ValueError(f"the sim engine does not model {', '.join(sorted(shaping))}")
         if min(prompt) < 0 or max(prompt) >= p.vocab_size:
