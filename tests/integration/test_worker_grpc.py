@@ -149,6 +149,16 @@ async def test_bad_generate_requests_are_invalid_argument(start: Start) -> None:
     assert not info.value.retryable and "INVALID_ARGUMENT" in str(info.value)
 
 
+async def assert_idle_soon(worker: WorkerClient, within_s: float = 2.0) -> None:
+    """The worker reports nothing in flight and nothing running within ``within_s``."""
+    for _ in range(int(within_s / 0.02)):
+        load = await worker.load()
+        if load.in_flight == 0 and load.engine.running == 0:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"still busy after {within_s}s: {load}")
+
+
 async def test_closing_a_stream_early_frees_the_request(start: Start) -> None:
     decode = await start("decode-0", "decode")
     long = SamplingSpec(max_tokens=200, temperature=0.0, ignore_eos=True)
@@ -156,12 +166,7 @@ async def test_closing_a_stream_early_frees_the_request(start: Start) -> None:
     first = await anext(stream)
     assert first.token_ids and not first.finished
     await stream.aclose()  # type: ignore[attr-defined]
-    for _ in range(100):
-        load = await decode.load()
-        if load.in_flight == 0 and load.engine.running == 0:
-            break
-        await asyncio.sleep(0.02)
-    assert load.in_flight == 0 and load.engine.running == 0
+    await assert_idle_soon(decode)
     assert await decode.abort("long-d") is False  # already gone: abort of an unknown id is a no-op
 
 
@@ -173,12 +178,7 @@ async def test_a_decode_past_its_deadline_is_aborted_by_the_worker_itself(start:
     assert first.token_ids and not first.finished
     # The caller neither reads on nor closes the stream (a lost abort): the worker ends it at the deadline.
     await asyncio.sleep(0.5)
-    for _ in range(100):
-        load = await decode.load()
-        if load.in_flight == 0 and load.engine.running == 0:
-            break
-        await asyncio.sleep(0.02)
-    assert load.in_flight == 0 and load.engine.running == 0
+    await assert_idle_soon(decode)
     with pytest.raises(WorkerError, match="DEADLINE_EXCEEDED"):
         await drain(stream)
 
