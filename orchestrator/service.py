@@ -25,8 +25,9 @@ from protocol.types import KvEventBatch
 
 log = logging.getLogger(__name__)
 
-_LOAD_FIGURES = ("running", "waiting", "kv_usage", "in_flight", "kv_blocks_pulled", "kv_bytes_pulled", "kv_pulls",
-                 "kv_pull_seconds")
+_COUNTED = ("kv_blocks_pulled", "kv_bytes_pulled", "kv_pulls", "kv_pull_seconds", "kv_leases_expired",
+            "kv_reads_after_expiry", "kv_pull_failures")  # EngineLoad counters shown as they are
+_LOAD_FIGURES = ("running", "waiting", "kv_usage", "in_flight", *_COUNTED)
 
 
 @dataclass(frozen=True)
@@ -134,10 +135,8 @@ class Service:
                 g.labels(h.worker_id, "waiting").set(h.load.waiting)
                 g.labels(h.worker_id, "kv_usage").set(h.load.kv_usage)
                 g.labels(h.worker_id, "in_flight").set(h.in_flight)
-                g.labels(h.worker_id, "kv_blocks_pulled").set(h.load.kv_blocks_pulled)
-                g.labels(h.worker_id, "kv_bytes_pulled").set(h.load.kv_bytes_pulled)
-                g.labels(h.worker_id, "kv_pulls").set(h.load.kv_pulls)
-                g.labels(h.worker_id, "kv_pull_seconds").set(h.load.kv_pull_seconds)
+                for figure in _COUNTED:
+                    g.labels(h.worker_id, figure).set(getattr(h.load, figure))
 
     async def close(self) -> None:
         for monitor in self._monitors:

@@ -199,6 +199,8 @@ def load_to_pb(load: WorkerLoad) -> pb.LoadReport:
         prefix_cache_queries=e.prefix_cache_queries, prefix_cache_hits=e.prefix_cache_hits,
         kv_blocks_pulled=e.kv_blocks_pulled, kv_bytes_pulled=e.kv_bytes_pulled,
         kv_pull_seconds=e.kv_pull_seconds, kv_pulls=e.kv_pulls, in_flight=load.in_flight,
+        kv_leases_expired=e.kv_leases_expired, kv_reads_after_expiry=e.kv_reads_after_expiry,
+        kv_pull_failures=e.kv_pull_failures,
     )
 
 
@@ -207,7 +209,8 @@ def load_from_pb(msg: pb.LoadReport) -> WorkerLoad:
         running=msg.running, waiting=msg.waiting, kv_usage=msg.kv_usage,
         prefix_cache_queries=msg.prefix_cache_queries, prefix_cache_hits=msg.prefix_cache_hits,
         kv_blocks_pulled=msg.kv_blocks_pulled, kv_bytes_pulled=msg.kv_bytes_pulled,
-        kv_pull_seconds=msg.kv_pull_seconds, kv_pulls=msg.kv_pulls,
+        kv_pull_seconds=msg.kv_pull_seconds, kv_pulls=msg.kv_pulls, kv_leases_expired=msg.kv_leases_expired,
+        kv_reads_after_expiry=msg.kv_reads_after_expiry, kv_pull_failures=msg.kv_pull_failures,
     )
     return WorkerLoad(engine=engine, in_flight=msg.in_flight)
 

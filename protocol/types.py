@@ -67,6 +67,9 @@ class EngineLoad:
     kv_bytes_pulled: int = 0
     kv_pull_seconds: float = 0.0
     kv_pulls: int = 0
+    kv_leases_expired: int = 0  # handoffs this (prefill) engine freed at lease expiry, never read
+    kv_reads_after_expiry: int = 0  # reads of handoffs whose lease had expired (vLLM's prefill side)
+    kv_pull_failures: int = 0  # failed KV transfers (vLLM)
 
 
 @dataclass(frozen=True)

@@ -159,7 +159,7 @@ class LoadRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class LoadReport(_message.Message):
-    __slots__ = ("running", "waiting", "kv_usage", "prefix_cache_queries", "prefix_cache_hits", "kv_blocks_pulled", "kv_bytes_pulled", "kv_pull_seconds", "kv_pulls", "in_flight")
+    __slots__ = ("running", "waiting", "kv_usage", "prefix_cache_queries", "prefix_cache_hits", "kv_blocks_pulled", "kv_bytes_pulled", "kv_pull_seconds", "kv_pulls", "in_flight", "kv_leases_expired", "kv_reads_after_expiry", "kv_pull_failures")
     RUNNING_FIELD_NUMBER: _ClassVar[int]
     WAITING_FIELD_NUMBER: _ClassVar[int]
     KV_USAGE_FIELD_NUMBER: _ClassVar[int]
@@ -170,6 +170,9 @@ class LoadReport(_message.Message):
     KV_PULL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     KV_PULLS_FIELD_NUMBER: _ClassVar[int]
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    KV_LEASES_EXPIRED_FIELD_NUMBER: _ClassVar[int]
+    KV_READS_AFTER_EXPIRY_FIELD_NUMBER: _ClassVar[int]
+    KV_PULL_FAILURES_FIELD_NUMBER: _ClassVar[int]
     running: int
     waiting: int
     kv_usage: float
@@ -180,7 +183,10 @@ class LoadReport(_message.Message):
     kv_pull_seconds: float
     kv_pulls: int
     in_flight: int
-    def __init__(self, running: _Optional[int] = ..., waiting: _Optional[int] = ..., kv_usage: _Optional[float] = ..., prefix_cache_queries: _Optional[int] = ..., prefix_cache_hits: _Optional[int] = ..., kv_blocks_pulled: _Optional[int] = ..., kv_bytes_pulled: _Optional[int] = ..., kv_pull_seconds: _Optional[float] = ..., kv_pulls: _Optional[int] = ..., in_flight: _Optional[int] = ...) -> None: ...
+    kv_leases_expired: int
+    kv_reads_after_expiry: int
+    kv_pull_failures: int
+    def __init__(self, running: _Optional[int] = ..., waiting: _Optional[int] = ..., kv_usage: _Optional[float] = ..., prefix_cache_queries: _Optional[int] = ..., prefix_cache_hits: _Optional[int] = ..., kv_blocks_pulled: _Optional[int] = ..., kv_bytes_pulled: _Optional[int] = ..., kv_pull_seconds: _Optional[float] = ..., kv_pulls: _Optional[int] = ..., in_flight: _Optional[int] = ..., kv_leases_expired: _Optional[int] = ..., kv_reads_after_expiry: _Optional[int] = ..., kv_pull_failures: _Optional[int] = ...) -> None: ...
 
 class InfoRequest(_message.Message):
     __slots__ = ()

@@ -131,6 +131,9 @@ def test_a_lease_that_runs_out_before_the_pull_never_gives_text_from_freed_block
     reply = httpx.post(f"{d.url}/v1/completions", json=completion(16), timeout=30)
     void = {action: d.front.metric("pdserve_kv_handoffs_void_total", reason="lease_expired", action=action)
             for action in ("retry", "recompute", "fail")}
+    # The prefill worker freed the blocks at expiry and says so in its load report.
+    assert d.front.wait_until(lambda: d.front.metric("pdserve_worker_load", worker="prefill-0",
+                                                     figure="kv_leases_expired") >= 1, 5)
     if policy == "recompute":  # the decode worker prefilled the prompt itself: the right answer
         assert reply.status_code == 200, reply.text
         assert void == {"retry": 0, "recompute": 1, "fail": 0}

@@ -41,7 +41,7 @@ def test_gauges_are_latest_and_prefix_counters_accumulate() -> None:
 
 
 NIXL = {"transfer_duration": [0.5, 0.25], "bytes_transferred": [1000, 24], "num_descriptors": [3, 4],
-        "num_failed_transfers": [], "num_kv_expired_reqs": ["r1"]}
+        "num_failed_transfers": [], "num_kv_expired_reqs": ["r1"], "num_notifications_after_expiry": [1, 1]}
 
 
 def test_connector_stats_keyed_by_connector_name() -> None:
@@ -51,7 +51,7 @@ def test_connector_stats_keyed_by_connector_name() -> None:
                                                                              "bytes_transferred": [76]}}))
     snap = t.snapshot(live_requests=8, holds_handoffs=False)
     assert (snap.kv_pulls, snap.kv_pull_seconds, snap.kv_bytes_pulled) == (3, 1.75, 1100)
-    assert (t.failed_transfers, t.expired_leases) == (0, 1)
+    assert (snap.kv_pull_failures, snap.kv_leases_expired, snap.kv_reads_after_expiry) == (0, 1, 2)
 
 
 def test_connector_stats_as_the_metric_dict_itself_or_an_object_with_data() -> None:
@@ -63,6 +63,7 @@ def test_connector_stats_as_the_metric_dict_itself_or_an_object_with_data() -> N
 
     t.record_scheduler(SchedulerStats(kv_connector_stats=Stats()))
     assert (t.pulls, t.pull_seconds, t.bytes_pulled, t.failed_transfers) == (3, 2.75, 1034, 1)
+    assert t.snapshot(live_requests=0, holds_handoffs=False).kv_pull_failures == 1
 
 
 def test_empty_connector_stats_change_nothing() -> None:

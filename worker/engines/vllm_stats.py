@@ -36,6 +36,7 @@ class LoadTracker:
     blocks_pulled: int = 0
     failed_transfers: int = 0
     expired_leases: int = 0
+    reads_after_expiry: int = 0
 
     def record_scheduler(self, stats: Any) -> None:
         self.running = int(stats.num_running_reqs)
@@ -63,6 +64,7 @@ class LoadTracker:
         self.bytes_pulled += int(sum(data.get("bytes_transferred", []) or []))
         self.failed_transfers += len(data.get("num_failed_transfers", []) or [])
         self.expired_leases += len(data.get("num_kv_expired_reqs", []) or [])
+        self.reads_after_expiry += len(data.get("num_notifications_after_expiry", []) or [])
 
     def add_blocks_pulled(self, blocks: int) -> None:
         self.blocks_pulled += blocks
@@ -85,6 +87,9 @@ class LoadTracker:
             kv_bytes_pulled=self.bytes_pulled,
             kv_pull_seconds=self.pull_seconds,
             kv_pulls=self.pulls,
+            kv_leases_expired=self.expired_leases,
+            kv_reads_after_expiry=self.reads_after_expiry,
+            kv_pull_failures=self.failed_transfers,
         )
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 import weakref
 from collections import deque
@@ -103,6 +104,7 @@ class SimEngine:
         self._side_channel_port = self.profile.handoff_port
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self.expired_leases = 0  # handoffs freed at lease expiry, never read
         self.steps = 0  # engine steps that computed something, for measurements
         # steps that started over _MAX_CLOCK_LAG_S behind the modelled clock: the process is short of
         # CPU and the simulation runs slower than its profile says
@@ -146,7 +148,12 @@ class SimEngine:
         self.release_handoff(request_id)
 
     def load(self) -> EngineLoad:
-        return self.core.load()
+        return dataclasses.replace(self.core.load(), kv_leases_expired=self.expired_leases)
+
+    def _expire(self, lease: str) -> None:
+        """A handoff's lease ran out before any decode read it: free its blocks, and count it."""
+        if self.release_handoff(lease):
+            self.expired_leases += 1
 
     async def kv_events(self) -> AsyncIterator[KvEventBatch]:
         while not self._closed:
@@ -234,7 +241,7 @@ class SimEngine:
     def _hold(self, out: Output, request: EngineRequest) -> KVHandoff:
         lease = self.profile.lease_timeout_s
         loop = asyncio.get_running_loop()
-        self._leases[out.lease] = loop.call_later(lease, self.release_handoff, out.lease)
+        self._leases[out.lease] = loop.call_later(lease, self._expire, out.lease)
         assert out.held_blocks is not None
         return KVHandoff(
             engine_id=self.engine_id, block_ids=(out.held_blocks,), host=self.profile.handoff_host,
