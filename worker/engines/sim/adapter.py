@@ -33,6 +33,8 @@ from worker.engine import EngineRequest, EngineSpec, HandoffVoid, TokenDelta, re
 from worker.engines.sim.engine import Output, SimEngineCore
 from worker.engines.sim.profile import profile_for
 from worker.engines.sim.scheduler import Pull
+from worker.engines.sim.side_channel import open_side_channel, unreachable
+from worker.engines.sim.stream import RequestStream
 from worker.engines.sim.timing import kv_bytes, transfer_time
 
 MAX_PENDING_EVENT_BATCHES = 4096  # beyond this the oldest are dropped; the reader sees a seq gap
@@ -47,42 +49,6 @@ class KvPullError(HandoffVoid):
     """A decode could not pull a handoff's KV: the prefill side no longer holds the blocks."""
 
 
-class _Stream:
-    """Tokens produced for one request and not yet taken by its ``generate`` consumer."""
-
-    __slots__ = ("cached", "error", "finish", "handoff", "ready", "request", "tokens")
-
-    def __init__(self, request: EngineRequest) -> None:
-        self.request = request
-        self.tokens: list[int] = []
-        self.finish: str | None = None
-        self.cached = 0
-        self.handoff: KVHandoff | None = None
-        self.error: BaseException | None = None
-        self.ready = asyncio.Event()
-
-    def push(self, tokens: tuple[int, ...], finish: str | None, cached: int,
-             handoff: KVHandoff | None = None) -> None:
-        self.tokens.extend(tokens)
-        self.finish, self.cached, self.handoff = finish, cached, handoff
-        self.ready.set()
-
-    def fail(self, error: BaseException) -> None:
-        self.error = error
-        self.ready.set()
-
-    async def take(self) -> TokenDelta:
-        while not (self.tokens or self.finish or self.error):
-            self.ready.clear()
-            await self.ready.wait()
-        if self.error is not None:
-            raise self.error
-        delta = TokenDelta(tuple(self.tokens), finished=self.finish is not None, finish_reason=self.finish,
-                           num_cached_tokens=self.cached, handoff=self.handoff)
-        self.tokens = []
-        return delta
-
-
 @register_engine("sim")
 class SimEngine:
     """A simulated vLLM engine (see the module docstring), built from ``SimArgs`` (``profile_for``)."""
@@ -92,7 +58,7 @@ class SimEngine:
         self.profile = profile_for(spec)
         self.core = SimEngineCore(self.profile)
         self.engine_id = spec.worker_id
-        self._streams: dict[str, _Stream] = {}
+        self._streams: dict[str, RequestStream] = {}
         self._leases: dict[str, asyncio.TimerHandle] = {}
         self._pulls: dict[str, asyncio.TimerHandle] = {}
         self._checks: set[asyncio.Task[None]] = set()  # pulls whose source is being checked
@@ -114,7 +80,7 @@ class SimEngine:
     async def start(self) -> None:
         if self._task is not None:
             raise RuntimeError("engine already started")
-        self._side_channel = await asyncio.start_server(_hang_up, self.profile.handoff_host, self.profile.handoff_port)
+        self._side_channel = await open_side_channel(self.profile.handoff_host, self.profile.handoff_port)
         self._side_channel_port = self._side_channel.sockets[0].getsockname()[1]
         self._task = asyncio.create_task(self._run(), name=f"sim-engine-{self.engine_id}")
         _PEERS[self.engine_id] = self
@@ -129,7 +95,7 @@ class SimEngine:
         if self._task is None or self._closed:
             raise RuntimeError("engine is not running")
         self.core.add(request)
-        stream = self._streams[request.request_id] = _Stream(request)
+        stream = self._streams[request.request_id] = RequestStream(request)
         self._wake.set()
         finished = False
         try:
@@ -269,7 +235,9 @@ class SimEngine:
             return
         handoff = stream.request.handoff
         assert handoff is not None
-        void = _check_source(handoff) or await _check_side_channel(handoff)
+        void = _check_source(handoff)
+        if void is None and handoff.engine_id not in _PEERS:
+            void = await unreachable(handoff)
         if self._streams.get(pull.seq_id) is not stream or not self.core.is_live(pull.seq_id, pull.uid):
             return  # aborted meanwhile
         if void is not None:
@@ -314,21 +282,3 @@ def _check_source(handoff: KVHandoff) -> tuple[str, str] | None:
     if handoff.lease_deadline and time.time() > handoff.lease_deadline:
         return "lease_expired", f"the lease on engine {handoff.engine_id!r} expired before the pull finished"
     return None
-
-
-async def _check_side_channel(handoff: KVHandoff, timeout_s: float = 2.0) -> tuple[str, str] | None:
-    """For a source in another process: ``source_gone`` if its side channel refuses a connection."""
-    if handoff.engine_id in _PEERS or not handoff.port:
-        return None
-    try:
-        async with asyncio.timeout(timeout_s):
-            _reader, writer = await asyncio.open_connection(handoff.host, handoff.port)
-    except (OSError, TimeoutError) as exc:
-        return "source_gone", f"engine {handoff.engine_id!r} at {handoff.host}:{handoff.port} is unreachable: {exc}"
-    writer.close()
-    return None
-
-
-async def _hang_up(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """The side channel's handler: a connection proves the engine is alive; nothing is exchanged."""
-    writer.close()
