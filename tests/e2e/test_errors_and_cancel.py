@@ -88,10 +88,13 @@ def test_client_disconnect_aborts_on_decode_worker(pd_server: Server) -> None:
                 break
     # Closing the stream must abort the request on the decode worker well before 1,500 tokens, and
     # the worker's load must say so although vLLM publishes no statistics once it has nothing to step.
+    # All three figures are awaited together: a poll can land after vLLM's last step (running 0, one
+    # block not yet returned) but before the adapter's abort has returned (the request still live).
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if sample(pd_server.url, "pdserve_aborts_total", role="decode") > aborts_before and \
-                _decode_running(pd_server.url) == 0:
+                _decode_running(pd_server.url) == 0 and \
+                sample(pd_server.url, "pdserve_worker_load", worker="decode-0", figure="kv_usage") == 0:
             break
         time.sleep(0.5)
     assert sample(pd_server.url, "pdserve_aborts_total", role="decode") > aborts_before
