@@ -7,15 +7,17 @@ waits on an event, and leases and KV pulls are loop timers, so an idle engine co
 KV handoff. A ``remote_decode`` request finishes after its first token with a ``KVHandoff`` (engine id =
 worker id, the prompt's block ids, the engine's side channel, lease deadline = now + ``lease_timeout_s``) and
 its blocks stay held until ``release_handoff`` (or ``abort``), the lease expiring, or a decode engine in the
-same process finishing its pull (the NIXL completion notification; engines register by engine id while
-started, so ids must be unique in a process). A request with a ``handoff`` allocates blocks for its prompt,
+same process finishing its pull, or one in another process reporting its read on the side channel (the NIXL
+completion notification; engines register by engine id while started, so ids must be unique in a process).
+A request with a ``handoff`` allocates blocks for its prompt,
 pulls those not in its own prefix cache over the engine's one link (pulls queue behind each other; each takes
 ``link_latency_s + bytes / link_bandwidth_bytes_per_s``, scaled by ``speedup``), then recomputes the last
 prompt token and decodes, so its stream starts with the same first token the prefill sampled. A pull fails
 with ``KvPullError`` if the source no longer holds the blocks when it ends: an engine of this process is
 asked; for another process's engine the lease deadline is checked and its side channel must still accept a
-connection (as NIXL's handshake with a dead peer fails). The side channel is a TCP listener each engine opens
-at start on ``handoff_host`` (port ``handoff_port``, 0: any free port); it carries nothing.
+connection and still hold the blocks (as NIXL's handshake with a dead peer fails). The side channel is a TCP
+listener each engine opens at start on ``handoff_host`` (port ``handoff_port``, 0: any free port); it carries
+the read notifications (``worker.engines.sim.side_channel``).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from worker.engine import EngineRequest, EngineSpec, HandoffVoid, TokenDelta, re
 from worker.engines.sim.engine import Output, SimEngineCore
 from worker.engines.sim.profile import profile_for
 from worker.engines.sim.scheduler import Pull
-from worker.engines.sim.side_channel import open_side_channel, unreachable
+from worker.engines.sim.side_channel import notify_read, open_side_channel
 from worker.engines.sim.stream import RequestStream
 from worker.engines.sim.timing import kv_bytes, transfer_time
 
@@ -80,7 +82,8 @@ class SimEngine:
     async def start(self) -> None:
         if self._task is not None:
             raise RuntimeError("engine already started")
-        self._side_channel = await open_side_channel(self.profile.handoff_host, self.profile.handoff_port)
+        self._side_channel = await open_side_channel(self.profile.handoff_host, self.profile.handoff_port,
+                                                     self.release_handoff)
         self._side_channel_port = self._side_channel.sockets[0].getsockname()[1]
         self._task = asyncio.create_task(self._run(), name=f"sim-engine-{self.engine_id}")
         _PEERS[self.engine_id] = self
@@ -237,7 +240,7 @@ class SimEngine:
         assert handoff is not None
         void = _check_source(handoff)
         if void is None and handoff.engine_id not in _PEERS:
-            void = await unreachable(handoff)
+            void = await notify_read(handoff)  # frees the blocks on the prefill side, as NIXL's notification
         if self._streams.get(pull.seq_id) is not stream or not self.core.is_live(pull.seq_id, pull.uid):
             return  # aborted meanwhile
         if void is not None:
