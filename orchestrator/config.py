@@ -48,11 +48,23 @@ class ModelConfig(_Strict):
 
 
 class Resources(_Strict):
-    """Ray resources per replica. On a CPU-only cluster keep ``num_gpus`` at 0 (a GPU ask pends forever)."""
+    """Ray resources per replica. On a CPU-only cluster keep ``num_gpus`` at 0 (a GPU ask pends forever).
+
+    ``custom``: Ray custom resources the replica needs (a node started with ``--resources
+    '{"prefill_node": 1}'`` takes replicas asking ``{prefill_node: 0.01}``). ``node_labels``: Ray node
+    labels the replica's node must carry (``ray start --labels pdserve-pool=prefill``; Ray's
+    ``label_selector``, values may use its operators such as ``!gpu`` or ``in(a,b)``)."""
 
     num_cpus: float = 0.0
     num_gpus: float = 0.0
     memory_gb: float | None = None
+    custom: dict[str, float] = Field(default_factory=dict)
+    node_labels: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        """True when the replica asks for no countable resource (a placement-group bundle needs one)."""
+        return not (self.num_cpus or self.num_gpus or self.memory_gb or any(self.custom.values()))
 
 
 def _profile_kind(value: Any) -> str | None:
@@ -94,6 +106,11 @@ class PoolConfig(_Strict):
 
     replicas: int = Field(default=1, ge=0)
     resources: Resources = Resources()
+    # Ray placement of the pool's replicas: None leaves it to Ray's default scheduler; SPREAD spreads them
+    # over nodes; PACK / STRICT_PACK / STRICT_SPREAD reserve a placement group with one bundle (the
+    # replica's resources, which must not be empty) per configured replica. Replicas added by scaling
+    # past the group are placed by Ray's default scheduler.
+    placement: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] | None = None
     engine_args: EngineArgsOverride | None = None
     workers_per_process: int = Field(default=1, ge=1)
     routing: RoutingConfig = RoutingConfig()
@@ -160,6 +177,16 @@ class CpuConfig(_Strict):
     frontend_cores: int = Field(default=1, ge=0)
 
 
+class NetworkConfig(_Strict):
+    """Where workers bind their gRPC server, NIXL side channel and (sim) handoff listener: ``worker_host``
+    an explicit address for all of them (``0.0.0.0`` only if you mean it), else ``worker_interface``'s
+    address on each worker's node, else the node's address as Ray sees it (127.0.0.1 with the embedded
+    Ray or the local launcher). Ports are chosen on the worker's node by the worker itself."""
+
+    worker_host: str | None = None
+    worker_interface: str | None = None
+
+
 class RayConfig(_Strict):
     address: str | None = None
     namespace: str = "pdserve"
@@ -180,6 +207,7 @@ class PdserveConfig(_Strict):
     auth: AuthConfig = AuthConfig()
     limits: LimitsConfig = LimitsConfig()
     cpu: CpuConfig = CpuConfig()
+    network: NetworkConfig = NetworkConfig()
     ray: RayConfig = RayConfig()
 
     @field_validator("decode")
@@ -188,6 +216,15 @@ class PdserveConfig(_Strict):
         if pool.replicas < 1:
             raise ValueError("the decode pool needs at least one replica")
         return pool
+
+    @model_validator(mode="after")
+    def _placement_groups_need_resources(self) -> PdserveConfig:
+        for name in POOLS:
+            pool: PoolConfig = getattr(self, name)
+            if pool.placement not in (None, "SPREAD") and pool.resources.empty:
+                raise ValueError(f"{name}.placement {pool.placement} reserves a placement group: "
+                                 f"{name}.resources must ask for something (num_cpus, num_gpus or custom)")
+        return self
 
     @model_validator(mode="before")
     @classmethod

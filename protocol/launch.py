@@ -64,13 +64,21 @@ class EngineSpec(_Frozen):
 
 
 class WorkerLaunchSpec(_Frozen):
-    """One worker: its id, role (``prefill``/``decode``/``both``), gRPC bind address and engine."""
+    """One worker: its id, role (``prefill``/``decode``/``both``), where it binds, and its engine.
+
+    ``grpc_host``: the address its gRPC server binds and reports; None: its own node's address, found
+    on the node itself (``worker.node_address``): the NIC named by ``interface``, else the address the
+    launcher found for the node (``PDSERVE_NODE_IP``), else 127.0.0.1. The NIXL side channel and the
+    simulated engine's handoff listener bind the same address unless the spec names theirs.
+    ``grpc_port``: 0 lets the kernel choose (the worker reports the port it got).
+    """
 
     worker_id: str
     role: str
-    grpc_host: str
     grpc_port: int
     engine: EngineSpec
+    grpc_host: str | None = None
+    interface: str | None = None
 
     def to_json(self) -> str:
         return self.model_dump_json()
@@ -79,6 +87,18 @@ class WorkerLaunchSpec(_Frozen):
     def from_json(cls, text: str) -> WorkerLaunchSpec:
         """Parse and validate strictly; raises ``pydantic.ValidationError``."""
         return cls.model_validate_json(text, strict=True)
+
+
+class WorkerReady(_Frozen):
+    """What a started worker reports on its ready line: where it serves gRPC (``address``), the address
+    of its node it bound (``node``), its NIXL side channel (``host:port``; None for the sim engine) and
+    its process id."""
+
+    worker_id: str
+    address: str
+    node: str
+    pid: int
+    side_channel: str | None = None
 
 
 READY_PREFIX = "PDSERVE_WORKER_READY "

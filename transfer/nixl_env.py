@@ -18,7 +18,8 @@ class TransferSettings(BaseModel):
     """KV transfer settings (frozen; unknown keys fail).
 
     ``device``: where vLLM's NixlConnector keeps the KV buffer (its ``kv_buffer_device``).
-    ``side_channel_host``: the address NIXL's side channel binds and advertises.
+    ``side_channel_host``: the address NIXL's side channel binds and advertises (None: the worker's
+    node address, where its gRPC server binds too).
     ``ucx_tls``/``ucx_net_devices``: ``UCX_TLS``/``UCX_NET_DEVICES`` (None: left to UCX).
     ``lease_timeout_s``: how long a prefill worker holds a prompt's KV blocks for the decode side
     (vLLM's ``kv_lease_duration``; the sim engine's ``lease_timeout_s``).
@@ -35,7 +36,7 @@ class TransferSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     device: Literal["cpu", "cuda"] = "cpu"
-    side_channel_host: str = "127.0.0.1"
+    side_channel_host: str | None = None
     ucx_tls: str | None = "tcp,self,sm"
     ucx_net_devices: str | None = "lo"
     lease_timeout_s: int = Field(default=30, ge=1)
@@ -48,12 +49,12 @@ class TransferSettings(BaseModel):
         return self.link_bandwidth_gbps * 1e9 / 8
 
 
-def worker_env(settings: TransferSettings, side_channel_port: int) -> dict[str, str]:
-    """The environment variables one worker process needs for NIXL (a new dict; caller owns it)."""
-    env = {
-        "VLLM_NIXL_SIDE_CHANNEL_HOST": settings.side_channel_host,
-        "VLLM_NIXL_SIDE_CHANNEL_PORT": str(side_channel_port),
-    }
+def worker_env(settings: TransferSettings, side_channel_port: int = 0) -> dict[str, str]:
+    """The environment variables one worker process needs for NIXL (a new dict; caller owns it). Port 0
+    and an unset host are filled in on the worker's own node (``worker.node_address``)."""
+    env = {"VLLM_NIXL_SIDE_CHANNEL_PORT": str(side_channel_port)}
+    if settings.side_channel_host:
+        env["VLLM_NIXL_SIDE_CHANNEL_HOST"] = settings.side_channel_host
     if settings.progress_delay_us > 0:
         env["PDSERVE_NIXL_PROGRESS_DELAY_US"] = str(settings.progress_delay_us)
     if settings.ucx_tls:

@@ -1,8 +1,9 @@
 """Worker process entry: ``python -m worker --spec JSON [--spec JSON ...]``.
 
 Sets the process environment each engine needs (before vLLM is imported), loads each worker's role
-by name (``worker.roles``), builds and starts the engines, serves each on its own gRPC port (127.0.0.1
-by default), prints one ready line per worker (``READY_PREFIX`` + JSON) on stdout, and shuts down
+by name (``worker.roles``), builds and starts the engines, serves each on its own gRPC port on its
+node's address (``worker.node_address``: loopback unless the launcher or the config names another),
+prints one ready line per worker (``READY_PREFIX`` + ``WorkerReady`` JSON) on stdout, and shuts down
 cleanly on SIGTERM/SIGINT. Several specs in one process are meant for simulated engines (a fleet on
 one host); a vLLM worker runs alone in its process, because NIXL and vLLM read process-wide settings.
 
@@ -16,13 +17,13 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
-import json
 import logging
 import os
 import signal
 import sys
 
-from protocol.launch import READY_PREFIX, WorkerLaunchSpec
+from protocol.launch import READY_PREFIX, WorkerLaunchSpec, WorkerReady
+from worker.node_address import bind_on_node, node_address, side_channel_of
 
 log = logging.getLogger("pdserve.worker")
 
@@ -33,7 +34,8 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-async def _serve(specs: list[WorkerLaunchSpec]) -> None:
+async def _serve(specs: list[WorkerLaunchSpec], node: str) -> None:
+    """Serve every worker of ``specs`` (bound already) until SIGTERM; ``node`` is this node's address."""
     import grpc
 
     from protocol import worker_pb2_grpc as pb_grpc
@@ -62,13 +64,15 @@ async def _serve(specs: list[WorkerLaunchSpec]) -> None:
                                               ("grpc.max_send_message_length", 64 << 20),
                                               ("grpc.so_reuseport", 0)])
             pb_grpc.add_WorkerServicer_to_server(
-                WorkerService(spec.worker_id, role, spec.grpc_host, spec.engine.kind, engine, fanout), server
+                WorkerService(spec.worker_id, role, str(spec.grpc_host), spec.engine.kind, engine, fanout), server
             )
             port = server.add_insecure_port(f"{spec.grpc_host}:{spec.grpc_port}")
             await server.start()
             servers.append(server)
-            ready = {"worker_id": spec.worker_id, "address": f"{spec.grpc_host}:{port}", "pid": os.getpid()}
-            print(READY_PREFIX + json.dumps(ready), flush=True)
+            reachable = node if spec.grpc_host in ("0.0.0.0", "::") else spec.grpc_host  # a wildcard is no address
+            ready = WorkerReady(worker_id=spec.worker_id, address=f"{reachable}:{port}", node=node, pid=os.getpid(),
+                                side_channel=side_channel_of(spec))
+            print(READY_PREFIX + ready.model_dump_json(), flush=True)
         await stop.wait()
     finally:
         for server in servers:
@@ -85,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spec", action="append", required=True, help="WorkerLaunchSpec as JSON")
     args = parser.parse_args(argv)
     specs = [WorkerLaunchSpec.from_json(text) for text in args.spec]
+    node = node_address(specs[0].interface)  # one process, one node
+    specs = [bind_on_node(spec, node) for spec in specs]
     _die_with_parent()
     logging.basicConfig(level=os.environ.get("PDSERVE_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s [worker] %(name)s: %(message)s", stream=sys.stderr)
@@ -95,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             from worker.cpu_share import pin
 
             pin(spec.engine.cpu_share, os.environ)
-    asyncio.run(_serve(specs))
+    asyncio.run(_serve(specs, node))
     return 0
 
 

@@ -11,12 +11,14 @@ each process group explicitly, so neither pdserve nor vLLM processes are left be
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
+from orchestrator.config import Resources
 from orchestrator.launch.plan import ProcessPlan
 from orchestrator.launch.process import WorkerEndpoint, WorkerProcess
 
@@ -24,45 +26,87 @@ log = logging.getLogger(__name__)
 
 
 class Launcher(Protocol):
+    """Starts and stops worker processes, one plan (``ProcessPlan.name``) at a time or all together.
+    Every method blocks; the orchestrator calls them off its event loop. ``start`` adds processes to
+    those the launcher owns; ``restart`` starts a dead (or live) one again with the same specs, its
+    workers at new ports; ``alive`` is False for an unknown name."""
+
     def start(self, plans: list[ProcessPlan], timeout_s: float) -> list[WorkerEndpoint]: ...
+
+    def alive(self, name: str) -> bool: ...
+
+    def restart(self, name: str, timeout_s: float) -> list[WorkerEndpoint]: ...
+
+    def stop_process(self, name: str) -> None: ...
 
     def stop(self) -> None: ...
 
 
 class LocalLauncher:
-    """Worker processes as direct children. ``stop`` is idempotent."""
+    """Worker processes as direct children, forked from one thread of the launcher's own that lives as
+    long as the launcher (a child's parent-death signal fires when its forking thread exits). ``stop``
+    is idempotent."""
 
     def __init__(self, address: str | None = None, namespace: str = "pdserve", num_cpus: int | None = None) -> None:
-        self._procs: list[WorkerProcess] = []
+        self._procs: dict[str, WorkerProcess] = {}
+        self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pdserve-spawn")
 
     def start(self, plans: list[ProcessPlan], timeout_s: float) -> list[WorkerEndpoint]:
-        self._procs = [WorkerProcess(p.name, p.workers) for p in plans]
+        procs = [WorkerProcess(p.name, p.workers) for p in plans]
+        self._procs.update({proc.name: proc for proc in procs})
         try:
-            for proc in self._procs:
-                proc.spawn()  # from this (long-lived) thread: see WorkerProcess.spawn
-            results = [proc.wait_ready(timeout_s) for proc in self._procs]
+            for proc in procs:
+                self._spawner.submit(proc.spawn).result()
+            results = [proc.wait_ready(timeout_s) for proc in procs]
         except Exception:
-            self.stop()
+            for proc in procs:
+                self.stop_process(proc.name)
             raise
         return [endpoint for group in results for endpoint in group]
 
+    def alive(self, name: str) -> bool:
+        proc = self._procs.get(name)
+        return proc is not None and proc.alive()
+
+    def restart(self, name: str, timeout_s: float) -> list[WorkerEndpoint]:
+        proc = self._procs[name]
+        proc.stop(grace_s=5.0)
+        self._spawner.submit(proc.spawn).result()
+        return proc.wait_ready(timeout_s)
+
+    def stop_process(self, name: str) -> None:
+        proc = self._procs.pop(name, None)
+        if proc is not None:
+            proc.stop()
+
     def stop(self) -> None:
-        procs, self._procs = self._procs, []
+        procs, self._procs = list(self._procs.values()), {}
         with ThreadPoolExecutor(max_workers=max(1, len(procs))) as pool:
             list(pool.map(lambda proc: proc.stop(), procs))
+        self._spawner.shutdown(wait=False)
 
 
 class _WorkerHost:
     """Ray actor body: owns one ``WorkerProcess``. Sync actor, so Popen runs on its main thread and
-    the child's parent-death signal is tied to the actor process itself."""
+    the child's parent-death signal is tied to the actor process itself. The worker learns its node's
+    address from Ray (``PDSERVE_NODE_IP``) and binds there."""
 
     def __init__(self, name: str, specs_json: list[str]) -> None:
+        import ray
+
         from protocol.launch import WorkerLaunchSpec
 
-        self._proc = WorkerProcess(name, tuple(WorkerLaunchSpec.from_json(s) for s in specs_json))
+        env = {"PDSERVE_NODE_IP": ray.util.get_node_ip_address()}
+        self._proc = WorkerProcess(name, tuple(WorkerLaunchSpec.from_json(s) for s in specs_json), env=env)
 
-    def start(self, timeout_s: float) -> list[tuple[str, str, str, int]]:
-        return [(e.worker_id, e.role, e.address, e.pid) for e in self._proc.start(timeout_s)]
+    def start(self, timeout_s: float) -> list[WorkerEndpoint]:
+        return self._proc.start(timeout_s)
+
+    def restart(self, timeout_s: float) -> list[WorkerEndpoint]:
+        return self._proc.restart(timeout_s)
+
+    def alive(self) -> bool:
+        return self._proc.alive()
 
     def stop(self) -> bool:
         self._proc.stop()
@@ -70,13 +114,16 @@ class _WorkerHost:
 
 
 class RayLauncher:
-    """Pools as Ray actors. Owns the Ray connection it opened; ``stop`` kills actors then disconnects."""
+    """Pools as Ray actors, one per process plan. Owns the Ray connection it opened and the placement
+    groups it reserved; ``stop`` kills actors, removes the groups, then disconnects."""
 
     def __init__(self, address: str | None = None, namespace: str = "pdserve", num_cpus: int | None = None) -> None:
         import ray
 
         self._ray = ray
-        self._actors: list[Any] = []
+        self._actors: dict[str, Any] = {}
+        self._plans: dict[str, ProcessPlan] = {}
+        self._groups: dict[str, Any] = {}  # role -> placement group
         address = address or os.environ.get("RAY_ADDRESS") or None
         if not ray.is_initialized():
             if address:
@@ -90,37 +137,122 @@ class RayLauncher:
                          num_cpus=num_cpus, log_to_driver=False)
         self._host_cls: Any = ray.remote(_WorkerHost)
 
-    def start(self, plans: list[ProcessPlan], timeout_s: float) -> list[WorkerEndpoint]:
-        ray = self._ray
-        futures = []
+    def _reserve(self, plans: list[ProcessPlan], timeout_s: float) -> None:
+        """One placement group per pool that asks for one (a bundle per configured process), made once."""
+        from ray.util.placement_group import placement_group
+
         for plan in plans:
-            options: dict[str, Any] = {"num_cpus": plan.resources.num_cpus, "num_gpus": plan.resources.num_gpus,
-                                       "name": None, "max_concurrency": 1}
-            if plan.resources.memory_gb:
-                options["memory"] = int(plan.resources.memory_gb * (1 << 30))
-            actor = self._host_cls.options(**options).remote(plan.name, [w.to_json() for w in plan.workers])
-            self._actors.append(actor)
-            futures.append(actor.start.remote(timeout_s))
+            if plan.placement in (None, "SPREAD") or plan.role in self._groups:
+                continue
+            count = sum(1 for p in plans if p.role == plan.role)
+            bundle = ray_bundle(plan.resources)
+            group = placement_group([bundle] * count, strategy=plan.placement, name=f"pdserve-{plan.role}")
+            self._ray.get(group.ready(), timeout=timeout_s)
+            self._groups[plan.role] = group
+
+    def _options(self, plan: ProcessPlan) -> dict[str, Any]:
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        options = ray_options(plan.resources)
+        options.update({"name": None, "max_concurrency": 1})
+        group = self._groups.get(plan.role)
+        if group is not None and plan.slot < group.bundle_count:
+            options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                placement_group=group, placement_group_bundle_index=plan.slot)
+        elif plan.placement == "SPREAD":
+            options["scheduling_strategy"] = "SPREAD"
+        return options
+
+    def _spawn(self, plan: ProcessPlan) -> Any:
+        actor = self._host_cls.options(**self._options(plan)).remote(plan.name, [w.to_json() for w in plan.workers])
+        self._actors[plan.name] = actor
+        self._plans[plan.name] = plan
+        return actor
+
+    def start(self, plans: list[ProcessPlan], timeout_s: float) -> list[WorkerEndpoint]:
         try:
-            groups = ray.get(futures, timeout=timeout_s + 60)
+            self._reserve(plans, timeout_s)
+            futures = [self._spawn(plan).start.remote(timeout_s) for plan in plans]
+            groups = self._ray.get(futures, timeout=timeout_s + 60)
         except Exception:
-            self.stop()
+            for plan in plans:
+                self.stop_process(plan.name)
             raise
-        return [WorkerEndpoint(worker_id=w, role=r, address=a, pid=p) for group in groups for (w, r, a, p) in group]
+        return [endpoint for group in groups for endpoint in group]
+
+    def alive(self, name: str) -> bool:
+        actor = self._actors.get(name)
+        if actor is None:
+            return False
+        try:
+            return bool(self._ray.get(actor.alive.remote(), timeout=30))
+        except Exception:  # the actor (or its node) is gone
+            return False
+
+    def restart(self, name: str, timeout_s: float) -> list[WorkerEndpoint]:
+        """In the same actor when it lives; otherwise in a new actor (its node may have gone)."""
+        actor = self._actors[name]
+        try:
+            return list(self._ray.get(actor.restart.remote(timeout_s), timeout=timeout_s + 60))
+        except self._ray.exceptions.RayActorError:
+            log.warning("worker host %s is gone; starting it in a new actor", name)
+        with contextlib.suppress(Exception):
+            self._ray.kill(actor)
+        return list(self._ray.get(self._spawn(self._plans[name]).start.remote(timeout_s), timeout=timeout_s + 60))
+
+    def stop_process(self, name: str) -> None:
+        actor = self._actors.pop(name, None)
+        self._plans.pop(name, None)
+        if actor is None:
+            return
+        try:
+            self._ray.get(actor.stop.remote(), timeout=60)
+        except Exception:
+            log.exception("stopping worker host %s failed; killing the actor", name)
+        with contextlib.suppress(Exception):
+            self._ray.kill(actor)
 
     def stop(self) -> None:
         ray = self._ray
-        actors, self._actors = self._actors, []
+        actors, self._actors = self._actors, {}
+        self._plans = {}
         if actors:
             try:
-                ray.get([a.stop.remote() for a in actors], timeout=60)
+                ray.get([a.stop.remote() for a in actors.values()], timeout=60)
             except Exception:
                 log.exception("stopping worker hosts failed; killing the actors")
-            for actor in actors:
+            for actor in actors.values():
                 try:
                     ray.kill(actor)
                 except Exception:
                     log.debug("actor already gone", exc_info=True)
+        groups, self._groups = self._groups, {}
+        for group in groups.values():
+            with contextlib.suppress(Exception):
+                from ray.util.placement_group import remove_placement_group
+
+                remove_placement_group(group)
+
+
+def ray_bundle(resources: Resources) -> dict[str, float]:
+    """One replica's countable resources as a placement-group bundle (pure; zero amounts left out)."""
+    bundle: dict[str, float] = {"CPU": resources.num_cpus, "GPU": resources.num_gpus, **resources.custom}
+    if resources.memory_gb:
+        bundle["memory"] = float(int(resources.memory_gb * (1 << 30)))
+    return {key: value for key, value in bundle.items() if value}
+
+
+def ray_options(resources: Resources) -> dict[str, Any]:
+    """Ray actor options for one replica's ``resources`` (pure): CPUs, GPUs, memory, custom resources
+    and the node label selector."""
+    options: dict[str, Any] = {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus}
+    if resources.custom:
+        options["resources"] = dict(resources.custom)
+    if resources.memory_gb:
+        options["memory"] = int(resources.memory_gb * (1 << 30))
+    if resources.node_labels:
+        options["label_selector"] = dict(resources.node_labels)
+    return options
 
 
 LAUNCHERS: dict[str, Callable[..., Launcher]] = {"ray": RayLauncher, "local": LocalLauncher}

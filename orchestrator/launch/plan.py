@@ -1,34 +1,39 @@
-"""From a config to the exact set of worker processes to start (pure, apart from probing free ports).
+"""From a config to the exact set of worker processes to start (pure).
 
-Each vLLM worker gets its own process, gRPC port, NIXL side-channel port and KV-event ipc endpoint,
-so several workers share a host. Simulated workers are packed ``workers_per_process`` to a process.
+Each vLLM worker gets its own process and KV-event ipc endpoint; its gRPC port and NIXL side-channel
+port are chosen on its own node when it starts (``worker.node_address``), so nothing is probed here.
+Simulated workers are packed ``workers_per_process`` to a process. ``plan_workers`` plans any set of a
+pool's workers (the configured ones at start, more when the pool is scaled up).
 Every worker's ``EngineSpec`` carries the pool's typed engine arguments (``engine.args`` with the
 pool's ``engine_args`` laid over them) and, as typed fields, what the plan decides per worker: the
-lease from ``transfer.lease_timeout_s``; for vLLM the KV buffer device, the events endpoint and the
-NIXL environment; for sim the handoff host and the link bandwidth from ``transfer.link_bandwidth_gbps``.
+lease from ``transfer.lease_timeout_s``; for vLLM the KV buffer device, the events endpoint, the NIXL
+environment and the worker's cores; for sim the link bandwidth from ``transfer.link_bandwidth_gbps``.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from orchestrator.config import PdserveConfig, PoolConfig, Resources
 from protocol.launch import CpuShare, EngineSpec, WorkerLaunchSpec
 from transfer.nixl_env import worker_env
-from transfer.ports import free_ports
 
 
 @dataclass(frozen=True)
 class ProcessPlan:
-    """One OS process hosting one or more workers, with the Ray resources it asks for."""
+    """One OS process hosting one or more workers of one pool, with the Ray resources it asks for.
+    ``slot``: the process's position in its pool (its placement-group bundle, when the pool has one);
+    ``placement``: the pool's Ray placement strategy (``PoolConfig.placement``)."""
 
     name: str
     role: str
     workers: tuple[WorkerLaunchSpec, ...]
     resources: Resources
+    slot: int = 0
+    placement: str | None = None
 
 
 def _pools(config: PdserveConfig) -> list[tuple[str, PoolConfig]]:
@@ -37,52 +42,67 @@ def _pools(config: PdserveConfig) -> list[tuple[str, PoolConfig]]:
     return [("prefill", config.prefill), ("decode", config.decode)]
 
 
-def _cpu_shares(config: PdserveConfig, workers: int) -> Iterator[CpuShare]:
-    """One share per vLLM worker on a CPU host, in launch order (nothing for GPUs, sim or ``bind: none``).
-    All workers count as sharing one host: the single-host deployments this plan starts today."""
+def pool_config(config: PdserveConfig, role: str) -> PoolConfig:
+    """The pool config of ``role`` (``prefill``, ``decode`` or ``both``); raises ``KeyError``."""
+    return dict(_pools(config))[role]
+
+
+def _cpu_share(config: PdserveConfig, role: str, index: int) -> CpuShare | None:
+    """The share of worker ``index`` of ``role`` on a CPU host: the configured workers, in launch order,
+    split the host (all count as sharing one host: the single-host deployments where ``bind: auto``
+    applies); a worker added by scaling takes the slot its position wraps onto. None for GPUs, sim or
+    ``bind: none``."""
     if config.engine.kind != "vllm" or config.transfer.device != "cpu" or config.cpu.bind != "auto":
-        return iter(())
-    return (CpuShare(slot=i, slots=workers, frontend_cores=config.cpu.frontend_cores) for i in range(workers))
-
-
-def plan_processes(config: PdserveConfig, run_id: str, host: str = "127.0.0.1") -> list[ProcessPlan]:
-    """Every process to start, ports chosen now. ``run_id`` keeps ipc paths of parallel runs apart."""
-    transfer = config.transfer
-    model = str(config.model.resolved_path)
-    lease = float(transfer.lease_timeout_s)
-    ipc_dir = os.environ.get("PDSERVE_IPC_DIR", tempfile.gettempdir())
-    plans: list[ProcessPlan] = []
+        return None
     pools = _pools(config)
-    # gRPC servers bind port 0 and report the port they got; only NIXL side channels (bound later by
-    # vLLM itself) need a port chosen now, probed in one call so no two workers get the same one.
-    vllm = config.engine.kind == "vllm"
-    side_ports = free_ports(sum(pool.replicas for _, pool in pools), host) if vllm else []
-    shares = _cpu_shares(config, sum(pool.replicas for _, pool in pools))
-    for role, pool in pools:
-        count = pool.replicas
-        ports, side_ports = side_ports[:count], side_ports[count:]
-        args = config.engine_args_for(pool)
-        specs: list[WorkerLaunchSpec] = []
-        for i in range(count):
-            worker_id = f"{role}-{i}"
-            env = dict(config.engine.env)
-            if vllm:
-                env.update(worker_env(transfer, side_channel_port=ports[i]))
-                env.setdefault("VLLM_HOST_IP", host)
-                engine = EngineSpec(model=model, worker_id=worker_id, role=role, args=args,
-                                    env=tuple(sorted(env.items())), lease_timeout_s=lease,
-                                    kv_buffer_device=transfer.device,
-                                    events_endpoint=f"ipc://{ipc_dir}/pdserve-{run_id}-{worker_id}.kv",
-                                    cpu_share=next(shares, None))
-            else:
-                engine = EngineSpec(model=model, worker_id=worker_id, role=role, args=args,
-                                    env=tuple(sorted(env.items())), lease_timeout_s=lease, handoff_host=host,
-                                    link_bandwidth_bytes_per_s=transfer.link_bandwidth_bytes_per_s)
-            specs.append(WorkerLaunchSpec(worker_id=worker_id, role=role, grpc_host=host,
-                                          grpc_port=0, engine=engine))
-        per_process = 1 if vllm else pool.workers_per_process
-        for start in range(0, len(specs), per_process):
-            group = tuple(specs[start:start + per_process])
-            plans.append(ProcessPlan(name=f"{role}-host-{start // per_process}", role=role, workers=group,
-                                     resources=pool.resources))
+    slots = max(1, sum(pool.replicas for _, pool in pools))
+    offset = 0
+    for name, pool in pools:
+        if name == role:
+            break
+        offset += pool.replicas
+    return CpuShare(slot=(offset + index) % slots, slots=slots, frontend_cores=config.cpu.frontend_cores)
+
+
+def worker_spec(config: PdserveConfig, role: str, index: int, run_id: str) -> WorkerLaunchSpec:
+    """The launch spec of worker ``{role}-{index}``. Addresses and ports are left for the worker's own
+    node to fill in (``worker.node_address``) unless ``network.worker_host`` names one."""
+    transfer = config.transfer
+    pool = pool_config(config, role)
+    worker_id = f"{role}-{index}"
+    lease = float(transfer.lease_timeout_s)
+    args = config.engine_args_for(pool)
+    env = dict(config.engine.env)
+    if config.engine.kind == "vllm":
+        ipc_dir = os.environ.get("PDSERVE_IPC_DIR", tempfile.gettempdir())
+        env.update(worker_env(transfer))
+        engine = EngineSpec(model=str(config.model.resolved_path), worker_id=worker_id, role=role, args=args,
+                            env=tuple(sorted(env.items())), lease_timeout_s=lease, kv_buffer_device=transfer.device,
+                            events_endpoint=f"ipc://{ipc_dir}/pdserve-{run_id}-{worker_id}.kv",
+                            cpu_share=_cpu_share(config, role, index))
+    else:
+        engine = EngineSpec(model=str(config.model.resolved_path), worker_id=worker_id, role=role, args=args,
+                            env=tuple(sorted(env.items())), lease_timeout_s=lease,
+                            link_bandwidth_bytes_per_s=transfer.link_bandwidth_bytes_per_s)
+    return WorkerLaunchSpec(worker_id=worker_id, role=role, grpc_host=config.network.worker_host, grpc_port=0,
+                            interface=config.network.worker_interface, engine=engine)
+
+
+def plan_workers(config: PdserveConfig, role: str, indices: Sequence[int], run_id: str) -> list[ProcessPlan]:
+    """The processes hosting workers ``{role}-{i}`` for ``i`` in ``indices``: one per vLLM worker, sim
+    workers packed ``workers_per_process`` to a process named after its first worker's slot."""
+    pool = pool_config(config, role)
+    specs = [worker_spec(config, role, i, run_id) for i in indices]
+    per_process = 1 if config.engine.kind == "vllm" else pool.workers_per_process
+    plans = []
+    for start in range(0, len(specs), per_process):
+        group = tuple(specs[start:start + per_process])
+        slot = indices[start] // per_process
+        plans.append(ProcessPlan(name=f"{role}-host-{indices[start]}", role=role, workers=group,
+                                 resources=pool.resources, slot=slot, placement=pool.placement))
     return plans
+
+
+def plan_processes(config: PdserveConfig, run_id: str) -> list[ProcessPlan]:
+    """Every process of the configured pools. ``run_id`` keeps ipc paths of parallel runs apart."""
+    return [plan for role, pool in _pools(config) for plan in plan_workers(config, role, range(pool.replicas), run_id)]

@@ -8,7 +8,6 @@ file; ``start`` raises ``WorkerStartError`` with the log's tail if it dies or ti
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -18,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from protocol.launch import READY_PREFIX, WorkerLaunchSpec
+from protocol.launch import READY_PREFIX, WorkerLaunchSpec, WorkerReady
 
 
 class WorkerStartError(RuntimeError):
@@ -27,12 +26,17 @@ class WorkerStartError(RuntimeError):
 
 @dataclass(frozen=True)
 class WorkerEndpoint:
-    """Where a started worker listens (gRPC) and which process hosts it."""
+    """Where a started worker listens: its gRPC ``address``, its ``node``'s address, its NIXL side
+    channel (``host:port``, None for the sim engine), and the process hosting it (``process``: the plan's
+    name, ``pid``)."""
 
     worker_id: str
     role: str
     address: str
     pid: int
+    node: str = "127.0.0.1"
+    side_channel: str | None = None
+    process: str = ""
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -44,18 +48,32 @@ def _tail(path: Path, lines: int = 30) -> str:
 class WorkerProcess:
     """Owns one OS process. Not thread-safe; one owner (an actor or a launcher)."""
 
-    def __init__(self, name: str, specs: tuple[WorkerLaunchSpec, ...], log_dir: str | None = None) -> None:
+    def __init__(self, name: str, specs: tuple[WorkerLaunchSpec, ...], log_dir: str | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.name = name
         self.specs = specs
-        directory = Path(log_dir or os.environ.get("PDSERVE_LOG_DIR", tempfile.gettempdir()))
-        directory.mkdir(parents=True, exist_ok=True)
-        self.log_path = directory / f"pdserve-{name}-{os.getpid()}-{int(time.time())}.log"
+        self._env = dict(env or {})  # laid over this process's environment for the child
+        self._log_dir = Path(log_dir or os.environ.get("PDSERVE_LOG_DIR", tempfile.gettempdir()))
+        self._log_dir.mkdir(parents=True, exist_ok=True)
+        self._spawns = 0
+        self.log_path = self._next_log()
         self._proc: subprocess.Popen[bytes] | None = None
+
+    def _next_log(self) -> Path:
+        """A fresh log file per spawn, so a restart never reads its predecessor's ready lines (and the
+        dead process's log is kept)."""
+        self._spawns += 1
+        return self._log_dir / f"pdserve-{self.name}-{os.getpid()}-{int(time.time())}-{self._spawns}.log"
 
     def start(self, timeout_s: float) -> list[WorkerEndpoint]:
         """``spawn`` then ``wait_ready``."""
         self.spawn()
         return self.wait_ready(timeout_s)
+
+    def restart(self, timeout_s: float) -> list[WorkerEndpoint]:
+        """Stop what is left of the process (its group), then start it again: same specs, new ports."""
+        self.stop(grace_s=5.0)
+        return self.start(timeout_s)
 
     def spawn(self) -> None:
         """Start the process. Call from a long-lived thread: the child's parent-death signal fires when
@@ -63,7 +81,9 @@ class WorkerProcess:
         args = [sys.executable, "-m", "worker"]
         for spec in self.specs:
             args += ["--spec", spec.to_json()]
-        env = dict(os.environ)
+        if self.log_path.exists():
+            self.log_path = self._next_log()
+        env = {**os.environ, **self._env}
         env.setdefault("PYTHONUNBUFFERED", "1")
         log = open(self.log_path, "wb")  # noqa: SIM115 - the child keeps writing after we return
         self._proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -86,10 +106,10 @@ class WorkerProcess:
             with contextlib.suppress(OSError):
                 for line in self.log_path.read_text(errors="replace").splitlines():
                     if line.startswith(READY_PREFIX):
-                        info = json.loads(line[len(READY_PREFIX):])
-                        ready[info["worker_id"]] = WorkerEndpoint(
-                            worker_id=info["worker_id"], role=roles[info["worker_id"]],
-                            address=info["address"], pid=int(info["pid"]))
+                        info = WorkerReady.model_validate_json(line[len(READY_PREFIX):])
+                        ready[info.worker_id] = WorkerEndpoint(
+                            worker_id=info.worker_id, role=roles[info.worker_id], address=info.address,
+                            pid=info.pid, node=info.node, side_channel=info.side_channel, process=self.name)
             time.sleep(0.2)
         return [ready[s.worker_id] for s in self.specs]
 

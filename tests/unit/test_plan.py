@@ -7,9 +7,10 @@ from typing import Any
 import pytest
 
 from orchestrator.config import PdserveConfig, parse_config
-from orchestrator.launch.plan import ProcessPlan, plan_processes
+from orchestrator.launch.plan import ProcessPlan, plan_processes, plan_workers
 from protocol.engine_args import SimArgs, VllmArgs
 from protocol.launch import WorkerLaunchSpec
+from worker.node_address import bind_on_node, node_address, side_channel_of
 
 BASE: dict[str, Any] = {"apiVersion": "pdserve/v1", "model": {"name": "m", "path": "/models/m"}}
 
@@ -22,7 +23,7 @@ def workers(plans: list[ProcessPlan]) -> list[WorkerLaunchSpec]:
     return [w for p in plans for w in p.workers]
 
 
-def test_vllm_plan_one_process_per_worker_with_distinct_ports_and_endpoints() -> None:
+def test_vllm_plan_one_process_per_worker_with_addresses_left_to_the_node() -> None:
     cfg = config(prefill={"replicas": 3, "engine_args": {"max_num_seqs": 4}}, decode={"replicas": 2},
                  engine={"kind": "vllm", "args": {"dtype": "float32", "max_num_seqs": 16}, "env": {"A": "1"}})
     plans = plan_processes(cfg, run_id="r1")
@@ -32,24 +33,65 @@ def test_vllm_plan_one_process_per_worker_with_distinct_ports_and_endpoints() ->
     assert [w.worker_id for w in specs] == ["prefill-0", "prefill-1", "prefill-2", "decode-0", "decode-1"]
     assert all(len(p.workers) == 1 for p in plans)
     assert all(w.grpc_port == 0 for w in specs)  # each gRPC server binds port 0 and reports what it got
-    side_ports = [int(dict(w.engine.env)["VLLM_NIXL_SIDE_CHANNEL_PORT"]) for w in specs]
-    assert len(set(side_ports)) == len(side_ports) == 5  # distinct across both pools
-    assert all(0 < p < 65536 for p in side_ports)
+    # Nothing is probed or fixed on the driver: the side channel's port and every host are the node's.
+    assert {dict(w.engine.env)["VLLM_NIXL_SIDE_CHANNEL_PORT"] for w in specs} == {"0"}
+    assert all(w.grpc_host is None and "VLLM_HOST_IP" not in dict(w.engine.env) for w in specs)
     endpoints = [str(w.engine.events_endpoint) for w in specs]
     assert len(set(endpoints)) == 5 and all(e.startswith("ipc://") and "r1" in e for e in endpoints)
     for w in specs:
         args, env = w.engine.args, dict(w.engine.env)
         assert isinstance(args, VllmArgs)
-        assert w.grpc_host == "127.0.0.1" and w.engine.kind == "vllm" and w.engine.model == "/models/m"
+        assert w.engine.kind == "vllm" and w.engine.model == "/models/m"
         assert w.engine.worker_id == w.worker_id and w.engine.role == w.role
         assert w.engine.kv_buffer_device == "cpu" and w.engine.lease_timeout_s == 30
         assert w.engine.handoff_host is None and w.engine.link_bandwidth_bytes_per_s is None
         assert args.dtype == "float32"
         assert args.max_num_seqs == (4 if w.role == "prefill" else 16)  # pool args override engine args
         assert args.engine_kwargs() == {"dtype": "float32", "max_num_seqs": args.max_num_seqs}
-        assert env["A"] == "1" and env["VLLM_NIXL_SIDE_CHANNEL_HOST"] == "127.0.0.1"
+        assert env["A"] == "1" and "VLLM_NIXL_SIDE_CHANNEL_HOST" not in env
         assert env["UCX_TLS"] == "tcp,self,sm" and env["UCX_NET_DEVICES"] == "lo"
-        assert env["PDSERVE_NIXL_PROGRESS_DELAY_US"] == "1000" and env["VLLM_HOST_IP"] == "127.0.0.1"
+        assert env["PDSERVE_NIXL_PROGRESS_DELAY_US"] == "1000"
+
+
+def test_workers_bind_on_their_own_node() -> None:
+    cfg = config(prefill={"replicas": 2}, engine={"kind": "vllm", "args": {"dtype": "float32"}})
+    bound = [bind_on_node(w, node) for w, node in zip(workers(plan_processes(cfg, "r")),
+                                                       ("127.0.0.3", "127.0.0.2", "127.0.0.2"), strict=True)]
+    for w, node in zip(bound, ("127.0.0.3", "127.0.0.2", "127.0.0.2"), strict=True):
+        env = dict(w.engine.env)
+        assert w.grpc_host == env["VLLM_HOST_IP"] == env["VLLM_NIXL_SIDE_CHANNEL_HOST"] == node
+        assert 0 < int(env["VLLM_NIXL_SIDE_CHANNEL_PORT"]) < 65536  # probed on the node itself
+        assert side_channel_of(w) == f"{node}:{env['VLLM_NIXL_SIDE_CHANNEL_PORT']}"
+    sim = workers(plan_processes(config(engine={"kind": "sim"}), "r"))[0]
+    assert bind_on_node(sim, "127.0.0.4").engine.handoff_host == "127.0.0.4"
+    assert side_channel_of(bind_on_node(sim, "127.0.0.4")) is None
+
+
+def test_explicit_addresses_are_kept() -> None:
+    cfg = config(network={"worker_host": "127.0.0.9"}, transfer={"side_channel_host": "127.0.0.8"})
+    (w, _) = workers(plan_processes(cfg, "r"))
+    bound = bind_on_node(w, "127.0.0.2")
+    env = dict(bound.engine.env)
+    assert bound.grpc_host == env["VLLM_HOST_IP"] == "127.0.0.9" and env["VLLM_NIXL_SIDE_CHANNEL_HOST"] == "127.0.0.8"
+
+
+def test_node_address_prefers_the_interface_then_the_launcher() -> None:
+    assert node_address("lo", {"PDSERVE_NODE_IP": "127.0.0.5"}) == "127.0.0.1"
+    assert node_address(None, {"PDSERVE_NODE_IP": "127.0.0.5"}) == "127.0.0.5"
+    assert node_address(None, {}) == "127.0.0.1"
+    with pytest.raises(OSError):
+        node_address("no-such-nic0", {})
+
+
+def test_scaling_plans_new_workers_with_their_own_ids_and_slots() -> None:
+    cfg = config(engine={"kind": "sim"}, prefill={"replicas": 2, "workers_per_process": 2})
+    (plan,) = plan_workers(cfg, "prefill", [2, 3], "r")
+    assert plan.name == "prefill-host-2" and plan.slot == 1
+    assert [w.worker_id for w in plan.workers] == ["prefill-2", "prefill-3"]
+    vllm = config(prefill={"replicas": 1}, decode={"replicas": 1})
+    (extra,) = plan_workers(vllm, "decode", [1], "r")
+    share = extra.workers[0].engine.cpu_share
+    assert share is not None and (share.slot, share.slots) == (0, 2)  # wraps onto the configured slots
 
 
 def test_run_id_keeps_event_endpoints_of_parallel_runs_apart() -> None:
@@ -77,11 +119,12 @@ def test_sim_workers_are_packed(replicas: int, per_process: int, sizes: list[int
     plans = plan_processes(cfg, "r")
     prefill = [p for p in plans if p.role == "prefill"]
     assert [len(p.workers) for p in prefill] == sizes
-    assert [p.name for p in prefill] == [f"prefill-host-{i}" for i in range(len(sizes))]
+    # Named after their first worker, so processes added by scaling never reuse a name.
+    assert [p.name for p in prefill] == [f"prefill-host-{i * per_process}" for i in range(len(sizes))]
     specs = workers(plans)
     assert len(specs) == replicas + 1 and {w.grpc_port for w in specs} == {0}
     for w in specs:
-        assert w.engine.args == SimArgs(profile="tiny-fast") and w.engine.handoff_host == "127.0.0.1"
+        assert w.engine.args == SimArgs(profile="tiny-fast") and w.engine.handoff_host is None
         assert w.engine.link_bandwidth_bytes_per_s == 10.0 * 1e9 / 8 and w.engine.lease_timeout_s == 30.0
         assert w.engine.events_endpoint is None and not any(k.startswith("VLLM") for k, _ in w.engine.env)
 
@@ -93,7 +136,7 @@ def test_sim_args_from_the_config_are_not_overridden() -> None:
                                                   "handoff_host": "10.0.0.1"}},
                  prefill={"engine_args": {"link_bandwidth_bytes_per_s": 1.0e+6}})
     for w in workers(plan_processes(cfg, "r")):
-        profile = profile_for(w.engine)  # what the worker will run with
+        profile = profile_for(bind_on_node(w, "127.0.0.1").engine)  # what the worker will run with
         assert profile.lease_timeout_s == 2.0 and profile.handoff_host == "10.0.0.1"
         assert profile.link_bandwidth_bytes_per_s == (1e6 if w.role == "prefill" else 10.0 * 1e9 / 8)
         assert profile.block_size == 4  # from the profile file
@@ -103,7 +146,7 @@ def test_sim_plan_values_override_the_profile_file() -> None:
     from worker.engines.sim.profile import profile_for
 
     cfg = config(engine={"kind": "sim", "args": {"profile": "tiny-fast"}}, transfer={"lease_timeout_s": 9})
-    profile = profile_for(workers(plan_processes(cfg, "r", host="127.0.0.5"))[0].engine)
+    profile = profile_for(bind_on_node(workers(plan_processes(cfg, "r"))[0], "127.0.0.5").engine)
     assert (profile.lease_timeout_s, profile.handoff_host) == (9.0, "127.0.0.5")  # the file says 5.0, 127.0.0.1
 
 
