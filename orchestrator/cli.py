@@ -1,4 +1,5 @@
-"""``pdserve``: ``up`` (launch pools + front end), ``model prepare``, ``config check``, ``keys add``.
+"""``pdserve``: ``up`` (launch pools + front end), ``model prepare``, ``config check``, ``keys add``, and
+``workers`` / ``scale`` / ``drain`` against a running server (``orchestrator.admin_cli``).
 
 The load generator is its own command, ``pdserve-bench`` (``python -m bench``): the orchestrator never
 imports ``bench``; ``pdserve bench`` only points there.
@@ -58,15 +59,19 @@ class _Server:
         raise RuntimeError("server is not listening")
 
 
-async def _serve(config, endpoints, ready_file: str | None) -> None:  # type: ignore[no-untyped-def]
+async def _serve(config, launched, ready_file: str | None) -> None:  # type: ignore[no-untyped-def]
     from orchestrator.api.app import create_app
     from orchestrator.api.text import Tokenizer
     from orchestrator.frontend import Frontend
+    from orchestrator.membership.controller import Membership
     from orchestrator.service import Service
 
+    launcher, run_id, plans, endpoints = launched
     service = await Service.connect(config, endpoints)
+    membership = Membership(service, launcher, run_id=run_id, plans=plans, endpoints=endpoints)
+    membership.start()  # restarts workers whose process dies; scales and drains on the admin's request
     tokenizer = Tokenizer(str(config.model.resolved_path))
-    server = _Server(create_app(Frontend(service), tokenizer), config.server.host, config.server.port)
+    server = _Server(create_app(Frontend(service, membership), tokenizer), config.server.host, config.server.port)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, lambda: setattr(server.server, "should_exit", True))
@@ -85,6 +90,7 @@ async def _serve(config, endpoints, ready_file: str | None) -> None:  # type: ig
     try:
         await task
     finally:
+        await membership.close()
         await service.close()
 
 
@@ -116,12 +122,13 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     previous = {sig: signal.signal(sig, stop_now) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        plans = plan_processes(config, run_id=uuid.uuid4().hex[:8])
+        run_id = uuid.uuid4().hex[:8]
+        plans = plan_processes(config, run_id=run_id)
         log.info("starting %d worker process(es) with the %s launcher", len(plans), args.launcher)
         endpoints = launcher.start(plans, config.server.worker_start_timeout_s)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        asyncio.run(_serve(config, endpoints, args.ready_file))
+        asyncio.run(_serve(config, (launcher, run_id, plans, endpoints), args.ready_file))
     except KeyboardInterrupt:
         log.info("interrupted")
     finally:
@@ -205,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--max-concurrency", type=int, default=None, help="requests of this key in flight at once")
     add.add_argument("--rpm", type=float, default=None, help="requests per minute of this key (token bucket)")
     add.set_defaults(func=cmd_keys_add)
+    from orchestrator.admin_cli import add_admin_commands
+
+    add_admin_commands(sub)  # workers, scale, drain: against a running server
     sub.add_parser("bench", help=f"moved: {BENCH_MOVED}", add_help=False)
     return parser
 

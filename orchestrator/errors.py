@@ -12,11 +12,13 @@ class WorkerError(RuntimeError):
     ``timed_out`` is True when the worker did not answer in time (HTTP 504 rather than 502);
     ``void_reason`` is set when a decode worker could not read the request's KV handoff (``lease_expired``,
     ``source_gone``, ``load_failed``): it produced nothing, and the request may be prefilled again;
-    ``rejected`` when the engine refused the request itself (invalid for it: an HTTP 400, not a 5xx)."""
+    ``rejected`` when the engine refused the request itself (invalid for it: an HTTP 400, not a 5xx);
+    ``unreachable`` when the worker could not be reached at all (its process is gone or not listening)."""
 
     def __init__(self, worker_id: str, message: str, retryable: bool = True, timed_out: bool = False,
-                 void_reason: str | None = None, rejected: bool = False) -> None:
+                 void_reason: str | None = None, rejected: bool = False, unreachable: bool = False) -> None:
         self.worker_id = worker_id
+        self.unreachable = unreachable
         self.retryable = retryable
         self.timed_out = timed_out
         self.void_reason = void_reason

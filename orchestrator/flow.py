@@ -1,10 +1,12 @@
 """The request's path through the pools: place (route + prefill), then stream (decode), then release.
 
-``place`` hashes the prompt once, decides remote or local prefill, picks a prefill worker (retrying
-once on another worker when one fails), runs the Prefill RPC and picks a decode worker priced by the
-KV transfer, taking a seat there at once (``Seat``). ``stream`` runs the Generate stream on the decode
-worker with first-token and inter-token timeouts; a handoff the decode worker cannot read is dealt with
-by ``transfer.on_pull_failure`` (retry on another pair, recompute on the decode worker, or fail), once.
+``place`` hashes the prompt once and plans remote or local prefill, each priced with the cache it would use.
+Remote: a prefill worker (retried once on another when one fails) runs the Prefill RPC, then a decode worker
+is picked, priced by the KV transfer. Local or colocated: the chosen worker prefills itself, its uncached
+tokens queued there until the first token. Either way the request takes a seat on its decode worker at once
+(``Seat``). ``stream`` runs the Generate stream on the decode worker with first-token and inter-token
+timeouts; a handoff the decode worker cannot read is dealt with by ``transfer.on_pull_failure`` (retry on
+another pair, recompute on the decode worker, or fail), once.
 Cancelling ``place`` aborts the prefill on its worker; closing ``stream`` before the finished chunk aborts
 the decode; ``release`` ends a placement that was never streamed. Either frees a handoff the decode
 worker never read on its prefill worker at once. Routing, latency and handoff metrics are recorded here; request
@@ -25,7 +27,7 @@ from orchestrator.errors import NoHealthyWorker, WorkerError
 from orchestrator.metrics import Metrics
 from orchestrator.placement import FlowRequest, Placement, Seat
 from orchestrator.pools.pool import WorkerHandle, WorkerPool
-from orchestrator.scheduler.decision import NoEligibleWorker
+from orchestrator.scheduler.decision import Decision, NoEligibleWorker
 from orchestrator.scheduler.request import RouteRequest, WorkerState
 from orchestrator.scheduler.router import Router
 from protocol.types import GenerateCall, KVHandoff, PrefillCall, TokenChunk
@@ -35,10 +37,11 @@ log = logging.getLogger(__name__)
 
 def worker_state(handle: WorkerHandle, queue_bound: int) -> WorkerState:
     """The router's frozen view of a worker: engine figures plus the orchestrator's own in-flight count
-    (so requests dispatched since the last load report already count)."""
+    (so requests dispatched since the last load report already count). A draining worker counts as
+    unhealthy: it takes no new requests."""
     load = handle.load
     waiting = max(load.waiting, handle.in_flight - load.running)
-    return WorkerState(worker_id=handle.worker_id, host=handle.host, healthy=handle.healthy,
+    return WorkerState(worker_id=handle.worker_id, host=handle.host, healthy=handle.routable,
                        running=load.running, waiting=waiting, kv_usage=load.kv_usage,
                        queued_prefill_tokens=handle.queued_prefill_tokens, queue_bound=queue_bound)
 
@@ -64,36 +67,34 @@ class RequestFlow:
 
     async def place(self, req: FlowRequest) -> Placement:
         started = time.perf_counter()
-        route = self._router.make_request(req.prompt, cache_salt=req.cache_salt, session_key=req.session_key,
-                                          request_id=req.request_id, kv_bytes_per_token=self._kv_bytes_per_token)
-        prefill_states = self._states(self._prefill)
+        route = self._make_route(req)
         decode_states = self._states(self._decode)
         if not any(s.healthy for s in decode_states):
             raise NoHealthyWorker("no healthy decode worker")
         match = self._router.match(route)
-        remote = self._prefill is not None and len(self._prefill) > 0
-        local_reason = "local"
-        if remote:
-            plan = self._router.plan(route, prefill_states, decode_states, match=match)
-            remote = plan.mode == "remote"
-            if not remote:
-                local_reason = plan.reason  # short_prompt or prefill_saturated
-                self._metrics.decisions.labels("prefill", self._prefill_policy, plan.reason).inc()
-        if not remote and self._prefill is None:
+        if self._prefill is None:
             # Colocated pool: one worker prefills and decodes, placed with the prefix-aware pipeline.
             try:
                 decision = self._router.route_prefill(route, decode_states, match=match, now=time.monotonic())
             except NoEligibleWorker:
                 raise NoHealthyWorker("no healthy worker") from None
             self._metrics.decisions.labels("colocated", self._prefill_policy, decision.reason).inc()
-            return Placement(decision.worker_id, None, decision.reason, None,
-                             self._predicted(route, decision.matched_blocks), started, self._seat(decision.worker_id))
-        if not remote:
-            decision = self._route_decode(route, None)
-            return Placement(decision.worker_id, None, local_reason, None,
-                             self._predicted(route, match.get(decision.worker_id, 0)), started,
-                             self._seat(decision.worker_id))
-        return await self._place_remote(req, route, match, started)
+            return self._place_local(route, decision, decision.reason, started)
+        if len(self._prefill) == 0:
+            return self._place_local(route, self._route_local(route, decode_states, match), "local", started)
+        plan = self._router.plan(route, self._states(self._prefill), decode_states, match=match)
+        if plan.local is None:
+            return await self._place_remote(req, route, match, started)
+        # Local prefill (short_prompt or prefill_saturated) on the decode worker the plan priced.
+        self._metrics.decisions.labels("prefill", self._prefill_policy, plan.reason).inc()
+        self._metrics.decisions.labels("decode", self._decode_policy, plan.local.reason).inc()
+        return self._place_local(route, plan.local, plan.reason, started)
+
+    def _place_local(self, route: RouteRequest, decision: Decision, reason: str, started: float) -> Placement:
+        """Seat the request on ``decision``'s worker, which prefills the prompt itself: the tokens its own
+        cache lacks count in its ``queued_prefill_tokens`` until the first token (``Seat``)."""
+        return Placement(decision.worker_id, None, reason, None, self._predicted(route, decision.matched_blocks),
+                         started, self._seat(decision.worker_id, route.uncached_tokens(decision.matched_blocks)))
 
     async def _place_remote(self, req: FlowRequest, route: RouteRequest, match: dict[str, int], started: float,
                             attempt: str = "", avoid_decode: str | None = None) -> Placement:
@@ -101,12 +102,17 @@ class RequestFlow:
         ``avoid_decode`` when one is healthy). ``attempt`` tags the worker-side request ids of a retry."""
         assert self._prefill is not None
         handoff, prefill_id, reason, matched = await self._prefill_with_retry(req, route, match, attempt)
-        decision = self._route_decode(route, self._prefill.get(prefill_id).host, avoid=avoid_decode)
+        source = self._prefill.get(prefill_id)
+        decision = self._route_decode(route, source.host, avoid=avoid_decode)
         return Placement(decision.worker_id, prefill_id, reason, handoff, self._predicted(route, matched), started,
-                         self._seat(decision.worker_id))
+                         self._seat(decision.worker_id, source=source), attempt)
 
-    def _seat(self, decode_worker: str) -> Seat:
-        return Seat(self._decode.get(decode_worker))
+    def _make_route(self, req: FlowRequest) -> RouteRequest:
+        return self._router.make_request(req.prompt, cache_salt=req.cache_salt, session_key=req.session_key,
+                                         request_id=req.request_id, kv_bytes_per_token=self._kv_bytes_per_token)
+
+    def _seat(self, decode_worker: str, prefill_tokens: int = 0, source: WorkerHandle | None = None) -> Seat:
+        return Seat(self._decode.get(decode_worker), prefill_tokens, source)
 
     def _predicted(self, route: RouteRequest, matched_blocks: int) -> int:
         """Cached tokens the engine should report: vLLM always recomputes the last prompt token, so at
@@ -116,8 +122,7 @@ class RequestFlow:
         self._metrics.cached_tokens.labels("predicted").inc(tokens)
         return tokens
 
-    def _route_decode(self, route: RouteRequest, source_host: str | None,  # type: ignore[no-untyped-def]
-                      avoid: str | None = None):
+    def _route_decode(self, route: RouteRequest, source_host: str, avoid: str | None = None) -> Decision:
         try:
             try:
                 states = self._states(self._decode, exclude={avoid} if avoid else set())
@@ -126,6 +131,14 @@ class RequestFlow:
                 if avoid is None:
                     raise
                 decision = self._router.route_decode(route, self._states(self._decode), source_host=source_host)
+        except NoEligibleWorker:
+            raise NoHealthyWorker("no healthy decode worker") from None
+        self._metrics.decisions.labels("decode", self._decode_policy, decision.reason).inc()
+        return decision
+
+    def _route_local(self, route: RouteRequest, states: list[WorkerState], match: dict[str, int]) -> Decision:
+        try:
+            decision = self._router.route_local(route, states, match)
         except NoEligibleWorker:
             raise NoHealthyWorker("no healthy decode worker") from None
         self._metrics.decisions.labels("decode", self._decode_policy, decision.reason).inc()
@@ -156,6 +169,8 @@ class RequestFlow:
             except WorkerError as exc:
                 last_error = exc
                 tried.add(decision.worker_id)
+                if exc.unreachable:
+                    self._mark_down(self._prefill, decision.worker_id)
                 log.warning("prefill of %s failed on %s: %s", req.request_id, decision.worker_id, exc)
                 if not exc.retryable:
                     raise
@@ -174,39 +189,70 @@ class RequestFlow:
         decode worker could not read (``WorkerError.void_reason``) before any token is retried, recomputed
         or failed by ``on_pull_failure``, once; the retry's chunks follow on this same stream."""
         current = placement
-        produced = False
+        produced = reseated = voided = False
         try:
-            for attempt in ("", "r"):
+            for attempt in ("", "r", "rr"):  # at most one reseat and one void handoff per request
                 try:
                     async for chunk in self._decode_once(req, current, attempt):
                         produced = produced or bool(chunk.token_ids)
                         yield chunk
                     return
                 except WorkerError as exc:
-                    if exc.void_reason is None or produced:
+                    if produced:
                         raise
-                    action = "fail" if attempt else self._on_pull_failure
+                    if exc.unreachable and not reseated:
+                        # The decode worker is gone before it produced anything: another one reads the handoff.
+                        reseated = True
+                        self._mark_down(self._decode, current.decode_worker)
+                        current.seat.release()
+                        current = self._reseat(req, current)
+                        continue
+                    if exc.void_reason is None:
+                        raise
+                    action = "fail" if voided else self._on_pull_failure
+                    voided = True
                     log.warning("%s: %s (%s)", req.request_id, exc, action)
                     if action == "fail":
                         self._metrics.void_handoffs.labels(exc.void_reason, "fail").inc()
                         raise
                     current.seat.release()
-                    current = await self._replace(req, current, action, exc.void_reason)
+                    current = await self._replace(req, current, action, exc.void_reason, attempt + "r")
         finally:
             current.seat.release()
 
-    async def _replace(self, req: FlowRequest, failed: Placement, action: str, reason: str) -> Placement:
+    def _reseat(self, req: FlowRequest, failed: Placement) -> Placement:
+        """``failed``'s decode moved to another decode worker: it reads the same handoff, or prefills itself."""
+        route = self._make_route(req)
+        if failed.handoff is None or failed.prefill_worker is None or self._prefill is None:
+            match = self._router.match(route)
+            local = self._route_local(route, self._states(self._decode, exclude={failed.decode_worker}), match)
+            return self._place_local(route, local, failed.route_reason, failed.started)
+        source = self._prefill.find(failed.prefill_worker)
+        decision = self._route_decode(route, source.host if source else "", avoid=failed.decode_worker)
+        return Placement(decision.worker_id, failed.prefill_worker, failed.route_reason, failed.handoff,
+                         failed.predicted_cached_tokens, failed.started, self._seat(decision.worker_id, source=source),
+                         failed.prefill_attempt)
+
+    @staticmethod
+    def _mark_down(pool: WorkerPool | None, worker_id: str) -> None:
+        """A worker that refused a connection takes no more requests until its pool monitor reaches it."""
+        if pool is not None and worker_id in pool:
+            pool.get(worker_id).healthy = False
+
+    async def _replace(self, req: FlowRequest, failed: Placement, action: str, reason: str,
+                       attempt: str) -> Placement:
         """Where the request runs after its handoff from ``failed`` proved void: ``retry`` prefills again
         (recomputing when no prefill worker can), ``recompute`` decodes on the same worker without a handoff."""
-        if action == "retry" and self._prefill is not None and self._prefill.healthy():
-            route = self._router.make_request(req.prompt, cache_salt=req.cache_salt, session_key=req.session_key,
-                                              request_id=req.request_id, kv_bytes_per_token=self._kv_bytes_per_token)
+        route = self._make_route(req)
+        match = self._router.match(route)
+        if action == "retry" and self._prefill is not None and self._prefill.routable():
             self._metrics.void_handoffs.labels(reason, "retry").inc()
-            return await self._place_remote(req, route, self._router.match(route), failed.started, attempt="r",
+            return await self._place_remote(req, route, match, failed.started, attempt=attempt,
                                             avoid_decode=failed.decode_worker)
         self._metrics.void_handoffs.labels(reason, "recompute").inc()
+        own = route.uncached_tokens(match.get(failed.decode_worker, 0))  # what its own cache lacks
         return Placement(failed.decode_worker, None, "recompute", None, 0, failed.started,
-                         self._seat(failed.decode_worker))
+                         self._seat(failed.decode_worker, own))
 
     async def _decode_once(self, req: FlowRequest, placement: Placement,
                            attempt: str) -> AsyncGenerator[TokenChunk, None]:
@@ -231,6 +277,7 @@ class RequestFlow:
                 if chunk.token_ids:
                     if first_at is None:
                         first_at = now
+                        placement.seat.prefilled()
                         self._metrics.ttft.observe(now - placement.started)
                         if handoff is not None:
                             self._record_handoff(handoff, now - handoff_at)
@@ -253,23 +300,25 @@ class RequestFlow:
             if not finished:
                 await self._abort_on(handle, call.request_id, "decode")
                 if first_at is None:
-                    await self._free_handoff(req, placement, attempt)
+                    await self._free_handoff(req, placement)
 
     async def release(self, req: FlowRequest, placement: Placement) -> None:
         """End ``placement`` if its decode never started (the client left, or the answer failed before):
         give up its seat and free its handoff on the prefill worker. Idempotent; a no-op once streamed."""
         if placement.seat.held and not placement.seat.streamed:
             placement.seat.release()
-            await self._free_handoff(req, placement, "")
+            await self._free_handoff(req, placement)
 
-    async def _free_handoff(self, req: FlowRequest, placement: Placement, attempt: str) -> None:
+    async def _free_handoff(self, req: FlowRequest, placement: Placement) -> None:
         """The decode side will never read ``placement``'s handoff: have its prefill worker free the blocks
         now rather than at lease expiry (where the engine can; see ``EngineAdapter.abort``)."""
         if placement.handoff is None or placement.prefill_worker is None or self._prefill is None:
             return
+        source = self._prefill.find(placement.prefill_worker)
+        if source is None:  # it left its pool meanwhile
+            return
         self._metrics.abandoned_leases.inc()
-        await self._abort_on(self._prefill.get(placement.prefill_worker), _prefill_id(req.request_id, attempt),
-                             "prefill")
+        await self._abort_on(source, _prefill_id(req.request_id, placement.prefill_attempt), "prefill")
 
     def _record_handoff(self, handoff: KVHandoff, seconds: float) -> None:
         self._metrics.handoff_latency.observe(seconds)

@@ -15,7 +15,9 @@ router or config. It offers:
 - ``auth`` / ``authenticate`` / ``admit``: API keys, tenants and admission limits (``orchestrator.auth``):
   who calls, and whether a request may start now (a ``Ticket`` to release, or ``Refused``);
 - ``health``: a ``HealthReport`` (ok / degraded / unavailable, and every worker of each pool);
-- ``metrics_text``: the Prometheus exposition, with the per-worker load gauges refreshed.
+- ``metrics_text``: the Prometheus exposition, with the per-worker load gauges refreshed;
+- ``workers`` / ``scale`` / ``drain``: the registry of workers and the admin's changes to it
+  (``orchestrator.membership``; they raise ``MembershipError``).
 
 ``FlowRequest`` and ``Placement`` are re-exported: they are the records ``place`` and ``stream`` take;
 ``LimitsConfig`` is, for the routes' checks.
@@ -29,13 +31,15 @@ from typing import Literal
 
 from orchestrator.auth import Caller, Gate, Refused, Ticket
 from orchestrator.config import LimitsConfig
+from orchestrator.membership.controller import Membership, MembershipError, ScaleOrder
+from orchestrator.membership.registry import MemberView
 from orchestrator.placement import FlowRequest, Placement
 from orchestrator.pools.pool import WorkerHandle
 from orchestrator.service import Service
 from protocol.types import TokenChunk
 
-__all__ = ["Caller", "FlowRequest", "Frontend", "HealthReport", "LimitsConfig", "ModelCard", "Outcome",
-           "Placement", "Refused", "Ticket", "WorkerHealth", "summarize_health"]
+__all__ = ["Caller", "FlowRequest", "Frontend", "HealthReport", "LimitsConfig", "MemberView", "MembershipError",
+           "ModelCard", "Outcome", "Placement", "Refused", "ScaleOrder", "Ticket", "WorkerHealth", "summarize_health"]
 
 # A request's outcome, the ``status`` label of ``pdserve_requests_total``: the HTTP status it got, or
 # ``client_gone`` when the client left first. A stream that fails after its 200 headers counts as 502.
@@ -53,8 +57,11 @@ class ModelCard:
 
 @dataclass(frozen=True)
 class WorkerHealth:
+    """``healthy``: the worker answers; ``draining``: it takes no new requests (its own still finish)."""
+
     worker_id: str
     healthy: bool
+    draining: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,8 +92,8 @@ def summarize_health(prefill: Iterable[WorkerHealth] | None, decode: Iterable[Wo
     ``local_fallback``: decode workers prefill locally when no prefill worker can take a request."""
     prefill_workers = tuple(prefill or ())
     decode_workers = tuple(decode)
-    decode_ok = any(w.healthy for w in decode_workers)
-    prefill_ok = prefill is None or any(w.healthy for w in prefill_workers)
+    decode_ok = any(w.healthy and not w.draining for w in decode_workers)
+    prefill_ok = prefill is None or any(w.healthy and not w.draining for w in prefill_workers)
     status: HealthStatus
     if not decode_ok or not (prefill_ok or local_fallback):
         status = "unavailable"
@@ -96,15 +103,16 @@ def summarize_health(prefill: Iterable[WorkerHealth] | None, decode: Iterable[Wo
 
 
 def _health_of(handles: Iterable[WorkerHandle]) -> tuple[WorkerHealth, ...]:
-    return tuple(WorkerHealth(h.worker_id, h.healthy) for h in handles)
+    return tuple(WorkerHealth(h.worker_id, h.healthy, h.draining) for h in handles)
 
 
 class Frontend:
     """The service as the HTTP routes see it. Its only state of its own is the admission gate (keys,
     limits); every other call reads the service."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Service, membership: Membership | None = None) -> None:
         self._service = service
+        self._membership = membership or Membership(service, None)
         self._flow = service.flow
         self._metrics = service.metrics
         self.model = ModelCard(service.config.model.name, service.facts.max_model_len)
@@ -148,11 +156,25 @@ class Frontend:
 
     def health(self) -> HealthReport:
         service = self._service
-        prefill = _health_of(service.prefill) if service.prefill is not None else None
+        # A prefill pool scaled to nothing is no prefill pool: decode workers prefill locally.
+        prefill = _health_of(service.prefill) if service.prefill is not None and len(service.prefill) else None
         return summarize_health(prefill, _health_of(service.decode),
                                 service.config.disaggregation.local_when_prefill_saturated)
 
     def metrics_text(self) -> bytes:
         """Prometheus text exposition of the orchestrator's registry, load gauges refreshed first."""
         self._service.update_load_gauges()
+        self._membership.update_gauges()
         return self._metrics.exposition()
+
+    def workers(self) -> list[MemberView]:
+        """Every worker the server knows of, with its node, addresses and state."""
+        return self._membership.views()
+
+    def scale(self, pool: str, replicas: int) -> ScaleOrder:
+        """Grow or shrink ``pool``; returns at once with the workers being added or drained."""
+        return self._membership.scale(pool, replicas)
+
+    def drain(self, worker_id: str) -> MemberView:
+        """Stop placing requests on ``worker_id`` and retire it once its in-flight work is done."""
+        return self._membership.drain(worker_id)

@@ -53,6 +53,10 @@ class Metrics:
                                      "Workers dropped from the index after a KV event sequence gap", registry=r)
         self.worker_load = Gauge("pdserve_worker_load", "Per-worker load figures", ["worker", "figure"], registry=r)
         self.worker_healthy = Gauge("pdserve_worker_healthy", "1 if the worker answers", ["worker"], registry=r)
+        self.worker_restarts = Counter("pdserve_worker_restarts_total",
+                                       "Workers restarted after their process died", ["worker"], registry=r)
+        self.pool_workers = Gauge("pdserve_pool_workers", "Workers of each pool by state (starting, healthy, "
+                                  "draining, down)", ["pool", "state"], registry=r)
         self.aborts = Counter("pdserve_aborts_total", "Requests aborted on workers", ["role"], registry=r)
         self.refused = Counter("pdserve_requests_refused_total",
                                "Requests refused at admission (429) by reason and tenant", ["reason", "tenant"],

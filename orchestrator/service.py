@@ -39,7 +39,22 @@ class ModelFacts:
     kv_bytes_per_token: int
 
 
+async def open_worker(endpoint: WorkerEndpoint) -> WorkerHandle:
+    """A handle on a started worker: client opened, description read and checked (``IncompatibleWorker``
+    for another wire version, ``WorkerError`` when it does not answer; the client is closed on failure)."""
+    client = WorkerClient(endpoint.worker_id, endpoint.address)
+    try:
+        description = check_compatible(await client.info(timeout_s=30))
+    except BaseException:
+        await client.close()
+        raise
+    return WorkerHandle(client=client, description=description)
+
+
 class Service:
+    """The pools, router, index and their monitors. Membership changes go through ``join``, ``rejoin``
+    and ``leave`` (``orchestrator.membership``), on the event loop."""
+
     def __init__(self, config: PdserveConfig, prefill: WorkerPool | None, decode: WorkerPool,
                  facts: ModelFacts, metrics: Metrics) -> None:
         self.config = config
@@ -64,31 +79,74 @@ class Service:
                                 server=config.server, prefill_policy=prefill_profile.name,
                                 decode_policy=decode_profile.name, kv_bytes_per_token=facts.kv_bytes_per_token,
                                 on_pull_failure=config.transfer.on_pull_failure)
-        self._monitors: list[PoolMonitor] = []
+        self._monitors: dict[str, PoolMonitor] = {}
 
     @classmethod
     async def connect(cls, config: PdserveConfig, endpoints: list[WorkerEndpoint],
                       metrics: Metrics | None = None) -> Service:
         """Open clients to started workers, read their facts, and build the service."""
-        handles: dict[str, list[WorkerHandle]] = {"prefill": [], "decode": [], "both": []}
-        for endpoint in endpoints:
-            client = WorkerClient(endpoint.worker_id, endpoint.address)
-            description = check_compatible(await client.info(timeout_s=30))
-            handles[endpoint.role].append(WorkerHandle(client=client, description=description))
-        everyone = [h for group in handles.values() for h in group]
-        block_sizes = {h.description.engine.block_size for h in everyone}
+        handles = [await open_worker(endpoint) for endpoint in endpoints]
+        block_sizes = {h.description.engine.block_size for h in handles}
         if len(block_sizes) != 1:
             raise RuntimeError(f"workers disagree on block size: {sorted(block_sizes)}")
-        first = everyone[0].description.engine
+        first = handles[0].description.engine
         facts = ModelFacts(block_size=first.block_size,
-                           max_model_len=min(h.description.engine.max_model_len for h in everyone),
+                           max_model_len=min(h.description.engine.max_model_len for h in handles),
                            kv_bytes_per_token=first.kv_bytes_per_token)
-        prefill = WorkerPool("prefill", handles["prefill"], config.prefill.queue_bound) if handles["prefill"] else None
-        decode_handles = handles["decode"] + handles["both"]
-        decode = WorkerPool("decode", decode_handles, config.decode.queue_bound)
+        # A disaggregated deployment always has a prefill pool (maybe empty, until it is scaled up).
+        prefill = None if config.colocated else WorkerPool(
+            "prefill", [h for h in handles if h.description.role == "prefill"], config.prefill.queue_bound)
+        decode = WorkerPool("decode", [h for h in handles if h.description.role != "prefill"],
+                            config.decode.queue_bound)
         service = cls(config, prefill, decode, facts, metrics or Metrics())
         service.start_monitors()
         return service
+
+    def pool(self, name: str) -> WorkerPool:
+        """The pool called ``name`` (``prefill`` or ``decode``); ``KeyError`` if this deployment has none."""
+        pool = self.prefill if name == "prefill" else self.decode if name == "decode" else None
+        if pool is None:
+            raise KeyError(name)
+        return pool
+
+    async def join(self, endpoint: WorkerEndpoint, pool: str) -> WorkerHandle:
+        """Admit a started worker into ``pool``: its client opened, its facts checked against the
+        deployment's, its load polled and its events followed. Raises ``RuntimeError`` for a worker
+        that disagrees on the model's facts (its client closed)."""
+        handle = await open_worker(endpoint)
+        self._check_facts(handle)
+        self.pool(pool).add(handle)
+        self._monitors[pool].watch(handle)
+        return handle
+
+    async def rejoin(self, endpoint: WorkerEndpoint, pool: str) -> None:
+        """A restarted worker is back at ``endpoint``: its handle gets the new client; what the index knew
+        of its old cache is dropped (its events rebuild it)."""
+        handle = await open_worker(endpoint)
+        self._check_facts(handle)
+        old = self.pool(pool).rebind(endpoint.worker_id, handle.client, handle.description)
+        self.forget(endpoint.worker_id)
+        await old.close()
+
+    async def leave(self, worker_id: str, pool: str) -> None:
+        """Take a worker out of ``pool`` for good: no more polls, events or index entries; client closed."""
+        handle = self.pool(pool).remove(worker_id)
+        await self._monitors[pool].unwatch(worker_id)
+        self.forget(worker_id)
+        await handle.client.close()
+        for figure in _LOAD_FIGURES:
+            with contextlib.suppress(KeyError):
+                self.metrics.worker_load.remove(worker_id, figure)
+        with contextlib.suppress(KeyError):
+            self.metrics.worker_healthy.remove(worker_id)
+
+    def _check_facts(self, handle: WorkerHandle) -> None:
+        engine = handle.description.engine
+        if (engine.block_size, engine.kv_bytes_per_token) != (self.facts.block_size, self.facts.kv_bytes_per_token):
+            asyncio.get_running_loop().create_task(handle.client.close())
+            raise RuntimeError(f"worker {handle.worker_id} has block size {engine.block_size} and "
+                               f"{engine.kv_bytes_per_token} KV bytes per token; the deployment has "
+                               f"{self.facts.block_size} and {self.facts.kv_bytes_per_token}")
 
     def _on_events(self, worker_id: str, batch: KvEventBatch) -> None:
         if not isinstance(self.index, PrefixIndex):
@@ -105,18 +163,19 @@ class Service:
             self.metrics.index_resyncs.inc()
         self.metrics.index_blocks.set(self.index.size)
 
-    def _on_down(self, worker_id: str) -> None:
+    def forget(self, worker_id: str) -> None:
+        """Drop what the prefix index knows of ``worker_id``'s cache (it died, restarted or left)."""
         if isinstance(self.index, PrefixIndex):
             self.index.remove_worker(worker_id)
 
     def start_monitors(self) -> None:
+        """Poll both pools and index both pools' KV events: decode workers' caches matter too, to a
+        local prefill and to a colocated pool."""
         interval = self.config.server.load_poll_interval_s
         if self.prefill is not None:
-            self._monitors.append(PoolMonitor(self.prefill, interval, self._on_events, self._on_down))
-        # Decode workers' caches are indexed only when they prefill everything (colocated pool).
-        decode_events = self._on_events if self.prefill is None else None
-        self._monitors.append(PoolMonitor(self.decode, interval, decode_events, self._on_down))
-        for monitor in self._monitors:
+            self._monitors["prefill"] = PoolMonitor(self.prefill, interval, self._on_events, self.forget)
+        self._monitors["decode"] = PoolMonitor(self.decode, interval, self._on_events, self.forget)
+        for monitor in self._monitors.values():
             monitor.start()
 
     def update_load_gauges(self) -> None:
@@ -139,7 +198,7 @@ class Service:
                     g.labels(h.worker_id, figure).set(getattr(h.load, figure))
 
     async def close(self) -> None:
-        for monitor in self._monitors:
+        for monitor in self._monitors.values():
             await monitor.stop()
         clients = [h.client for pool in (self.prefill, self.decode) if pool is not None for h in pool]
         await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)

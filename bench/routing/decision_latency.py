@@ -1,9 +1,18 @@
-"""Routing decision time at fleet scale: hash an 8,192-token prompt, match it against a prefix index of
-64 workers holding 1,000,000 blocks, and score the 64 workers with the ``kv_aware`` profile.
+"""Routing decision time at fleet scale: the whole placement of an 8,192-token prompt, as
+``RequestFlow.place`` runs it minus the RPCs, against a prefix index of 64 prefill and 16 decode workers
+holding 1,000,000 blocks.
+
+One **placement** is timed from the token-id list to the seat: hash the prompt (``make_request``), match it
+(``PrefixIndex.match``), plan local or remote prefill (``Router.plan``, which chooses the local decode
+candidate with the decode pipeline when a local prefill could pay), then either the local seat or the
+``kv_aware`` prefill pipeline and the ``decode`` pipeline priced by the transfer from the prefill host.
+Three prompts: cached on 4 prefill workers (remote), cached nowhere (remote), cached on 2 decode workers
+(local, with the preview). Each part is also timed alone on the first prompt.
 
 The index is filled through ``PrefixIndex.apply`` with ``BlockStored`` events (so the fill rate is the
 event path's throughput): each worker holds a few shared system prompts and its own long conversation
-chains. Memory per indexed block is the tracemalloc delta of the fill divided by the indexed blocks.
+chains. Memory per indexed block is the tracemalloc delta of the fill divided by the indexed blocks. Every
+timed sample (ns) is written to a CSV next to the JSON result (``--samples``; default ``<out>_samples.csv``).
 
     python -m bench.routing.decision_latency --out bench/results/routing/decision_latency.json
 """
@@ -11,65 +20,77 @@ chains. Memory per indexed block is the tracemalloc delta of the fill divided by
 from __future__ import annotations
 
 import argparse
+import csv
 import gc
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from orchestrator.scheduler.decision import Decision
+from orchestrator.scheduler.disagg_policy import DisaggPolicy
 from orchestrator.scheduler.hashing import block_hash_list, make_salt
+from orchestrator.scheduler.plugin import PluginEnv
 from orchestrator.scheduler.prefix_index import PrefixIndex
 from orchestrator.scheduler.profiles import PRESETS, build_pipeline
-from orchestrator.scheduler.request import RouteRequest, WorkerState
+from orchestrator.scheduler.request import WorkerState
+from orchestrator.scheduler.router import Router
 from protocol.types import BlockStored, KvEventBatch
 
 MODEL = "bench-model"
+KV_BYTES_PER_TOKEN = 131_072  # Llama-3.1-8B in bf16: 32 layers x 8 KV heads x 128 dims x 2 (K, V) x 2 bytes
 
 
 @dataclass(frozen=True)
 class FleetShape:
-    workers: int
-    blocks: int  # indexed (worker, block) pairs to reach
+    workers: int  # prefill workers
+    blocks: int  # indexed (worker, block) pairs to reach, both pools together
     block_size: int
+    decode_workers: int = 16
     system_prompts: int = 16
     system_blocks: int = 64
     chain_blocks: int = 256
 
 
-def _fill(index: PrefixIndex, shape: FleetShape, rng: np.random.Generator, target: list[int]) -> None:
+def _fill(index: PrefixIndex, shape: FleetShape, rng: np.random.Generator, ids: list[str],
+          holders: dict[str, list[int]]) -> None:
     """Every worker gets every system prompt, then its own chains (each continuing a system prompt)
-    until the index holds ``shape.blocks`` blocks; the first 4 workers also hold ``target`` in full."""
+    until the index holds ``shape.blocks`` blocks; ``holders`` maps a worker to a prompt it holds in full."""
     bs = shape.block_size
-    seqs = [0] * shape.workers
+    seqs = dict.fromkeys(ids, 0)
 
-    def send(w: int, tokens: list[int], parent: int | None) -> int:
+    def send(w: str, tokens: list[int], parent: int | None) -> int:
         n = len(tokens) // bs
         hashes = tuple(int(h) for h in rng.integers(1, 2**63, n))
-        index.apply(f"w{w}", KvEventBatch(seqs[w], 0.0, (BlockStored(hashes, parent, tuple(tokens), bs),)))
+        index.apply(w, KvEventBatch(seqs[w], 0.0, (BlockStored(hashes, parent, tuple(tokens), bs),)))
         seqs[w] += 1
         return hashes[-1]
 
     systems = [rng.integers(0, 150_000, shape.system_blocks * bs).tolist() for _ in range(shape.system_prompts)]
-    roots = [[send(w, s, None) for s in systems] for w in range(shape.workers)]
-    for w in range(4):
-        send(w, target, None)
-    w = 0
+    roots = {w: [send(w, s, None) for s in systems] for w in ids}
+    for w, tokens in holders.items():
+        send(w, tokens, None)
+    i = 0
     while index.size < shape.blocks:
         room = min(shape.chain_blocks, shape.blocks - index.size)
         tokens = rng.integers(0, 150_000, room * bs).tolist()
+        w = ids[i % len(ids)]
         send(w, tokens, roots[w][int(rng.integers(shape.system_prompts))])
-        w = (w + 1) % shape.workers
+        i += 1
 
 
-def _workers(n: int, rng: np.random.Generator) -> tuple[WorkerState, ...]:
-    return tuple(WorkerState(f"w{i}", host=f"h{i // 8}", running=int(rng.integers(0, 8)),
+def _workers(prefix: str, n: int, rng: np.random.Generator, queue_bound: int) -> tuple[WorkerState, ...]:
+    return tuple(WorkerState(f"{prefix}{i}", host=f"{prefix}h{i // 8}", running=int(rng.integers(0, 8)),
                              waiting=int(rng.integers(0, 4)), kv_usage=float(rng.random()),
-                             queued_prefill_tokens=int(rng.integers(0, 8_000)), queue_bound=16,
+                             queued_prefill_tokens=int(rng.integers(0, 8_000)), queue_bound=queue_bound,
                              prefill_tokens_per_s=float(rng.choice([8_000.0, 12_000.0])))
                  for i in range(n))
 
@@ -80,83 +101,142 @@ def _percentiles(samples_ns: list[int]) -> dict[str, float]:
             "max_us": round(float(arr.max()), 1), "mean_us": round(float(arr.mean()), 1)}
 
 
-def _time(fn: Callable[[], object], iters: int) -> Iterator[int]:
+def _time(fn: Callable[[], object], iters: int) -> list[int]:
+    out = []
     for _ in range(iters):
         t0 = time.perf_counter_ns()
         fn()
-        yield time.perf_counter_ns() - t0
+        out.append(time.perf_counter_ns() - t0)
+    return out
 
 
-def run(shape: FleetShape, prompt_tokens: int, iters: int, seed: int) -> dict[str, object]:
+def _commit() -> str | None:
+    """The checkout's commit, suffixed ``-dirty`` when tracked files differ from it; None outside git."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).parent).stdout.strip()
+    try:
+        return git("rev-parse", "HEAD") + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def run(shape: FleetShape, prompt_tokens: int, iters: int, seed: int,
+        min_remote_tokens: int = 256) -> tuple[dict[str, object], dict[str, list[int]]]:
+    """The JSON result and the raw samples (series name -> ns per iteration)."""
     rng = np.random.default_rng(seed)
-    target = rng.integers(0, 150_000, prompt_tokens).tolist()
-    miss = rng.integers(0, 150_000, prompt_tokens).tolist()
+    prefill_hit, miss, decode_hit = (rng.integers(0, 150_000, prompt_tokens).tolist() for _ in range(3))
+    prefill_ids = [f"w{i}" for i in range(shape.workers)]
+    decode_ids = [f"d{i}" for i in range(shape.decode_workers)]
+    holders = {**{w: prefill_hit for w in prefill_ids[:4]}, **{d: decode_hit for d in decode_ids[:2]}}
 
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     index = PrefixIndex(MODEL, shape.block_size)
     t0 = time.perf_counter()
-    _fill(index, shape, rng, target)
+    _fill(index, shape, rng, prefill_ids + decode_ids, holders)
     fill_s = time.perf_counter() - t0
     gc.collect()
     index_bytes = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
 
-    workers = _workers(shape.workers, rng)
-    pipeline = build_pipeline(PRESETS["kv_aware"])
+    prefill = _workers("w", shape.workers, rng, 16)
+    decode = _workers("d", shape.decode_workers, rng, 256)
+    host = {w.worker_id: w.host for w in prefill}
+    env = PluginEnv(seed=seed)
+    router = Router(model=MODEL, block_size=shape.block_size, index=index,
+                    prefill=build_pipeline(PRESETS["kv_aware"], env), decode=build_pipeline(PRESETS["decode"], env),
+                    disagg=DisaggPolicy(min_remote_tokens=min_remote_tokens))
+
+    def place(tokens: list[int]) -> tuple[str, Decision, Decision | None]:
+        """``RequestFlow.place`` without its RPCs: (plan reason, decode seat, prefill pick or None)."""
+        req = router.make_request(tokens, kv_bytes_per_token=KV_BYTES_PER_TOKEN)
+        match = router.match(req)
+        plan = router.plan(req, prefill, decode, match=match)
+        if plan.local is not None:
+            return plan.reason, plan.local, None
+        pick = router.route_prefill(req, prefill, match=match, now=0.0)
+        return plan.reason, router.route_decode(req, decode, source_host=host[pick.worker_id]), pick
+
     salt = make_salt(MODEL, None)
     bs = shape.block_size
-
-    def decide(tokens: list[int]) -> object:
-        hashes = block_hash_list(tokens, bs, salt)
-        match = index.match(hashes)
-        req = RouteRequest(tuple(hashes), len(tokens), bs, request_id="r")
-        return pipeline.route(req, workers, match)
-
-    hit_decision = decide(target)
-    hashes = block_hash_list(target, bs, salt)
-    match = index.match(hashes)
-    req = RouteRequest(tuple(hashes), len(target), bs)
-    arr = np.asarray(target, dtype=np.uint32)
-    for _ in range(50):  # warm up
-        decide(target)
+    req = router.make_request(prefill_hit, kv_bytes_per_token=KV_BYTES_PER_TOKEN)
+    match = router.match(req)
+    first = router.route_prefill(req, prefill, match=match)
+    local_req = router.make_request(decode_hit, kv_bytes_per_token=KV_BYTES_PER_TOKEN)
+    local_match = router.match(local_req)
+    arr = np.asarray(prefill_hit, dtype=np.uint32)
+    for tokens in (prefill_hit, miss, decode_hit):
+        for _ in range(50):  # warm up
+            place(tokens)
+    samples = {
+        "placement_prefill_hit": _time(lambda: place(prefill_hit), iters),
+        "placement_miss": _time(lambda: place(miss), iters),
+        "placement_decode_hit_local": _time(lambda: place(decode_hit), iters),
+        "part_hash_from_list": _time(lambda: block_hash_list(prefill_hit, bs, salt), iters),
+        "part_hash_from_uint32_array": _time(lambda: block_hash_list(arr, bs, salt), iters),
+        "part_make_request": _time(lambda: router.make_request(prefill_hit, kv_bytes_per_token=KV_BYTES_PER_TOKEN),
+                                   iters),
+        "part_match": _time(lambda: router.match(req), iters),
+        "part_plan_remote": _time(lambda: router.plan(req, prefill, decode, match=match), iters),
+        "part_plan_local_with_preview": _time(lambda: router.plan(local_req, prefill, decode, match=local_match),
+                                              iters),
+        "part_prefill_pipeline": _time(lambda: router.route_prefill(req, prefill, match=match), iters),
+        "part_decode_pipeline": _time(lambda: router.route_decode(req, decode, source_host=host[first.worker_id]),
+                                      iters),
+    }
     result: dict[str, object] = {
+        "commit": _commit(),
         "machine": {"python": platform.python_version(), "processor": platform.processor() or platform.machine(),
                     "cpus": os.cpu_count(), "load_average_at_start": [round(x, 2) for x in os.getloadavg()]},
-        "shape": {**shape.__dict__, "prompt_tokens": prompt_tokens, "iters": iters, "seed": seed},
+        "shape": {**shape.__dict__, "prompt_tokens": prompt_tokens, "iters": iters, "seed": seed,
+                  "min_remote_tokens": min_remote_tokens, "kv_bytes_per_token": KV_BYTES_PER_TOKEN},
         "index": {"blocks": index.size, "distinct_hashes": index.stats().hashes,
                   "bytes_per_block": round(index_bytes / index.size, 1), "bytes_total": index_bytes,
                   "fill_seconds_under_tracemalloc": round(fill_s, 2)},
-        "hit_case": {"matched_blocks": dict(sorted(match.items())), "decision": str(hit_decision)},
-        "decision_full_hit": _percentiles(list(_time(lambda: decide(target), iters))),
-        "decision_miss": _percentiles(list(_time(lambda: decide(miss), iters))),
-        "parts_full_hit": {
-            "hash_from_list": _percentiles(list(_time(lambda: block_hash_list(target, bs, salt), iters))),
-            "hash_from_uint32_array": _percentiles(list(_time(lambda: block_hash_list(arr, bs, salt), iters))),
-            "match": _percentiles(list(_time(lambda: index.match(hashes), iters))),
-            "score_and_pick": _percentiles(list(_time(lambda: pipeline.route(req, workers, match), iters))),
-        },
+        "placements": {name: str(place(tokens)) for name, tokens in
+                       (("prefill_hit", prefill_hit), ("miss", miss), ("decode_hit", decode_hit))},
+        "hit_case_matched_blocks": dict(sorted(match.items())),
+        "percentiles": {name: _percentiles(ns) for name, ns in samples.items()},
     }
-    return result
+    return result, samples
+
+
+def write_samples(path: Path, samples: dict[str, list[int]]) -> None:
+    """One row per timed iteration: ``series,iteration,ns``."""
+    with path.open("w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["series", "iteration", "ns"])
+        for name, values in samples.items():
+            out.writerows((name, i, ns) for i, ns in enumerate(values))
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--workers", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=64, help="prefill workers")
+    parser.add_argument("--decode-workers", type=int, default=16)
     parser.add_argument("--blocks", type=int, default=1_000_000)
     parser.add_argument("--block-size", type=int, default=16)
     parser.add_argument("--prompt-tokens", type=int, default=8192)
     parser.add_argument("--iters", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--min-remote-tokens", type=int, default=256)
     parser.add_argument("--out", default=None, help="write the JSON result here")
+    parser.add_argument("--samples", default=None, help="raw samples CSV (default: <out>_samples.csv)")
     args = parser.parse_args(argv)
-    result = run(FleetShape(args.workers, args.blocks, args.block_size), args.prompt_tokens, args.iters, args.seed)
+    shape = FleetShape(args.workers, args.blocks, args.block_size, decode_workers=args.decode_workers)
+    result, samples = run(shape, args.prompt_tokens, args.iters, args.seed, args.min_remote_tokens)
+    result["argv"] = list(sys.argv[1:] if argv is None else argv)
+    samples_path = Path(args.samples) if args.samples else (
+        Path(args.out).with_name(Path(args.out).stem + "_samples.csv") if args.out else None)
+    if samples_path is not None:
+        result["samples_file"] = samples_path.name
+        write_samples(samples_path, samples)
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
-        with open(args.out, "w") as fh:
-            fh.write(text + "\n")
+        Path(args.out).write_text(text + "\n")
 
 
 if __name__ == "__main__":

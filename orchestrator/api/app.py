@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orchestrator.api import openapi
+from orchestrator.api.admin import AdminRoutes
 from orchestrator.api.auth import KeyGuard
 from orchestrator.api.errors import APIError, api_error_handler, http_error_handler, validation_error_handler
 from orchestrator.api.limits import BodySizeLimit
@@ -39,5 +40,9 @@ def create_app(frontend: Frontend, tokenizer: Tokenizer) -> FastAPI:
                       dependencies=admin if frontend.auth.protect_health else [])
     app.add_api_route("/metrics", routes.metrics, methods=["GET"],
                       dependencies=admin if frontend.auth.protect_metrics else [])
+    ops = AdminRoutes(frontend)
+    app.add_api_route("/admin/workers", ops.workers, methods=["GET"], dependencies=admin)
+    app.add_api_route("/admin/pools/{pool}/scale", ops.scale, methods=["POST"], dependencies=admin)
+    app.add_api_route("/admin/workers/{worker_id}/drain", ops.drain, methods=["POST"], dependencies=admin)
     openapi.install(app)  # documents the 400/413/... errors the server answers, not FastAPI's 422
     return app

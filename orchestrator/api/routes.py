@@ -62,8 +62,8 @@ class Routes:
         """200 with ``ok`` or ``degraded``, 503 with ``unavailable`` (see ``HealthReport``)."""
         report = self._frontend.health()
         body = {"status": report.status,
-                "prefill": [{"id": w.worker_id, "healthy": w.healthy} for w in report.prefill],
-                "decode": [{"id": w.worker_id, "healthy": w.healthy} for w in report.decode],
+                "prefill": [{"id": w.worker_id, "healthy": w.healthy, "draining": w.draining} for w in report.prefill],
+                "decode": [{"id": w.worker_id, "healthy": w.healthy, "draining": w.draining} for w in report.decode],
                 "pools": report.counts()}
         if report.serving:
             return JSONResponse(body)

@@ -34,7 +34,8 @@ def _describe(worker_id: str, err: grpc.aio.AioRpcError) -> WorkerError:
         void_reason = next((str(v) for k, v in (err.trailing_metadata() or ()) if k == VOID_REASON_KEY), None)
     return WorkerError(worker_id, f"{code.name}: {err.details()}", retryable,
                        timed_out=code == grpc.StatusCode.DEADLINE_EXCEEDED, void_reason=void_reason,
-                       rejected=code == grpc.StatusCode.INVALID_ARGUMENT)
+                       rejected=code == grpc.StatusCode.INVALID_ARGUMENT,
+                       unreachable=code == grpc.StatusCode.UNAVAILABLE)
 
 
 class WorkerClient:

@@ -49,6 +49,14 @@ class Pipeline:
         worker = cands.workers[chosen]
         return Decision(worker.worker_id, cands.matched(worker), reason)
 
+    def checkpoint(self) -> object:
+        """The picker's state (the only state a ``route`` changes), for ``rewind``."""
+        return self.picker.checkpoint()
+
+    def rewind(self, state: object) -> None:
+        """Undo the ``route`` calls made since ``checkpoint`` returned ``state`` (a preview)."""
+        self.picker.rewind(state)
+
     def candidates(self, request: RouteRequest, workers: Sequence[WorkerState],
                    match: Mapping[str, int]) -> Candidates:
         """Workers left after the filters. Raises ``NoEligibleWorker`` when none is."""

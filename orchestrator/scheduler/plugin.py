@@ -2,7 +2,8 @@
 
 A plugin is a small class, built once per pipeline from its validated ``Params`` (a pydantic model that
 forbids unknown keys) and the shared ``PluginEnv``. Plugins do no I/O. Scorers and filters must not keep
-state between calls; pickers may (a round-robin counter, a seeded RNG), and say so.
+state between calls; pickers may (a round-robin counter, a seeded RNG), say so, and let ``checkpoint`` and
+``rewind`` save and restore it.
 """
 
 from __future__ import annotations
@@ -88,3 +89,10 @@ class Picker(Plugin, ABC):
 
     @abstractmethod
     def pick(self, cands: Candidates, scores: Sequence[float]) -> int: ...
+
+    def checkpoint(self) -> object:
+        """An opaque copy of the picker's state (None for a stateless picker), for ``rewind``."""
+        return None
+
+    def rewind(self, state: object) -> None:
+        """Restore the state ``checkpoint`` returned: the next picks are those that would have followed it."""

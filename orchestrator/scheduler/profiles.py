@@ -96,7 +96,10 @@ PRESETS: dict[str, PoolProfile] = {
     "kv_aware": _profile("kv_aware", {"kv_aware": 1.0}),
     "kv_aware_softmax": _profile("kv_aware_softmax", {"kv_aware": 1.0}, picker="softmax",
                                  picker_params={"temperature": 0.02}),
-    "decode": _profile("decode", {"least_loaded": 1.0, "kv_usage": 0.5, "transfer_cost": 0.5},
+    # Remote placements: load, free KV and the link. Local prefills (transfer_cost abstains): load, free KV
+    # and, leading, the time to prefill on the worker's own cache (local_prefill abstains on remote ones).
+    "decode": _profile("decode", {"least_loaded": 1.0, "kv_usage": 0.5, "transfer_cost": 0.5,
+                                  "local_prefill": 2.0},
                        filters=(FilterSpec(name="healthy"), FilterSpec(name="kv_headroom"))),
 }
 

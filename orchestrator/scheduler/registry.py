@@ -12,7 +12,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import ValidationError
 
 from .decision import NO_PREFERENCE, SATURATION_VALVE
-from .decode_select import TransferCostScorer
+from .decode_select import LocalPrefillScorer, TransferCostScorer
 from .filters import HealthyFilter, KvHeadroomFilter
 from .pickers import MaxScorePicker, RandomPicker, RoundRobinPicker, SoftmaxPicker
 from .plugin import Filter, Picker, Plugin, PluginEnv, PluginParams, Scorer
@@ -66,6 +66,7 @@ SCORERS: Registry[Scorer] = Registry("scorer", {
     "session": SessionScorer,
     "kv_aware": KvAwareScorer,
     "transfer_cost": TransferCostScorer,
+    "local_prefill": LocalPrefillScorer,
 })
 
 PICKERS: Registry[Picker] = Registry("picker", {

@@ -10,7 +10,8 @@ class RouteRequest:
     """One prompt to place. ``block_hashes`` are pdserve hashes of its full blocks (``hashing``), as Python
     ints; ``session_key`` is the ``X-Session-Id`` header or the request's ``user`` field, or None.
     For decode placement, ``source_host`` is the prefill worker's host and ``kv_bytes_per_token`` the
-    model's KV footprint, so the prompt's KV is ``prompt_tokens * kv_bytes_per_token`` bytes."""
+    model's KV footprint, so the prompt's KV is ``prompt_tokens * kv_bytes_per_token`` bytes; a decode
+    placement without ``source_host`` is a local prefill (the decode worker computes the prompt)."""
 
     block_hashes: tuple[int, ...]
     prompt_tokens: int

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Protocol
 
-from .decision import Decision
+from .decision import Decision, NoEligibleWorker
 from .disagg_policy import DisaggDecision, DisaggPolicy
 from .hashing import TokenIds, block_hash_list, make_salt
 from .pipeline import Pipeline
@@ -51,9 +51,30 @@ class Router:
     def plan(self, request: RouteRequest, prefill_workers: Sequence[WorkerState],
              decode_workers: Sequence[WorkerState], *, match: Mapping[str, int] | None = None,
              now: float | None = None) -> DisaggDecision:
-        """Remote (disaggregated) or local prefill for this request."""
+        """Remote (disaggregated) or local prefill for this request, each priced with the cache it would
+        use. When the policy says local is possible, the decode worker a local prefill would run on is
+        chosen here (``route_local``) and given to the policy; a local answer carries it (``.local``:
+        seat the request there, do not route again), and for a remote one the decode picker is rewound,
+        so every request moves the decode picker once."""
         match = self.match(request, now=now) if match is None else match
-        return self.disagg.decide(request, match, prefill_workers, decode_workers)
+        if not self.disagg.local_possible(request, match, prefill_workers, decode_workers):
+            return self.disagg.decide(request, match, prefill_workers, decode_workers)
+        saved = self.decode.checkpoint()
+        try:
+            local: Decision | None = self.route_local(request, decode_workers, match)
+        except NoEligibleWorker:
+            local = None
+        decision = self.disagg.decide(request, match, prefill_workers, decode_workers, local)
+        if decision.mode != "local":
+            self.decode.rewind(saved)
+        return decision
+
+    def route_local(self, request: RouteRequest, workers: Sequence[WorkerState],
+                    match: Mapping[str, int]) -> Decision:
+        """Pick the decode worker that prefills ``request`` itself: the decode pipeline with the index
+        ``match`` and no ``source_host``, so prefix-aware scorers (``local_prefill``) prefer a worker that
+        holds the prompt. ``Decision.matched_blocks`` is that worker's own cached prefix."""
+        return self.decode.route(replace(request, source_host=None), workers, match)
 
     def route_prefill(self, request: RouteRequest, workers: Sequence[WorkerState], *,
                       match: Mapping[str, int] | None = None, now: float = 0.0) -> Decision:
@@ -65,7 +86,8 @@ class Router:
 
     def route_decode(self, request: RouteRequest, workers: Sequence[WorkerState], *,
                      source_host: str | None = None) -> Decision:
-        """Pick the decode worker; ``source_host`` (the prefill worker's host) prices the KV transfer."""
+        """Pick the decode worker for KV prefilled elsewhere; ``source_host`` (the prefill worker's host)
+        prices the KV transfer. The decode worker's own cache is not consulted (``route_local`` does)."""
         if source_host is not None:
             request = replace(request, source_host=source_host)
         return self.decode.route(request, workers, {})

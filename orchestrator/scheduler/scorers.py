@@ -102,7 +102,7 @@ class KvAwareScorer(Scorer):
         return [self.overhead_s + (w.queued_prefill_tokens + req.uncached_tokens(cands.matched(w)))
                 / (w.prefill_tokens_per_s or self.default_rate) for w in cands.workers]
 
-    def score(self, cands: Candidates) -> Sequence[float]:
+    def score(self, cands: Candidates) -> Sequence[float] | None:
         times = self.estimates(cands)
         best = min(times)
         return [best / t for t in times]

@@ -23,7 +23,10 @@ from orchestrator.api.app import create_app
 from orchestrator.api.text import Tokenizer
 from orchestrator.config import PdserveConfig, parse_config
 from orchestrator.frontend import Frontend
+from orchestrator.launch.launchers import Launcher
+from orchestrator.launch.plan import ProcessPlan
 from orchestrator.launch.process import WorkerEndpoint
+from orchestrator.membership.controller import Membership
 from orchestrator.service import Service
 from protocol import convert
 from protocol import worker_pb2 as pb
@@ -99,23 +102,31 @@ class FrontEnd:
     server: uvicorn.Server
     task: asyncio.Task[None]
     url: str
+    membership: Membership
 
     @classmethod
     def start(cls, loop: LoopThread, config: PdserveConfig, endpoints: list[WorkerEndpoint],
-              tokenizer: Tokenizer) -> FrontEnd:
+              tokenizer: Tokenizer, launcher: Launcher | None = None, plans: list[ProcessPlan] | None = None,
+              supervise_interval_s: float = 0.2) -> FrontEnd:
+        """Serve ``endpoints``' workers. With ``launcher`` (the one that started ``plans``), workers whose
+        process dies are restarted and pools can be scaled and drained (``membership``)."""
         async def up() -> FrontEnd:
             service = await Service.connect(config, endpoints)
-            server = _QuietServer(uvicorn.Config(create_app(Frontend(service), tokenizer), host="127.0.0.1", port=0,
-                                                 log_level="warning", lifespan="off"))
+            membership = Membership(service, launcher, run_id="itest", plans=plans or [], endpoints=endpoints,
+                                    interval_s=supervise_interval_s)
+            membership.start()
+            server = _QuietServer(uvicorn.Config(create_app(Frontend(service, membership), tokenizer),
+                                                 host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
             task = asyncio.create_task(server.serve())
             while not server.started:
                 if task.done():
+                    await membership.close()
                     await service.close()
                     await task
                     raise RuntimeError("uvicorn stopped before serving")
                 await asyncio.sleep(0.01)
             port = server.servers[0].sockets[0].getsockname()[1]
-            return cls(loop, service, server, task, f"http://127.0.0.1:{port}")
+            return cls(loop, service, server, task, f"http://127.0.0.1:{port}", membership)
 
         return loop.run(up())
 
@@ -124,6 +135,7 @@ class FrontEnd:
             self.server.should_exit = True
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.task, 10)
+            await self.membership.close()
             await self.service.close()
 
         self.loop.run(down())

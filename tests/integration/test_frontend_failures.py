@@ -131,7 +131,7 @@ def test_dead_prefill_pool_falls_back_to_local_prefill(stub_front: StubFront, ha
     assert decode.with_handoff == [True, False]  # the decode worker prefilled the second prompt itself
     health = httpx.get(f"{front.url}/health", timeout=5)  # served, but not as configured
     assert health.status_code == 200 and health.json()["status"] == "degraded"
-    assert health.json()["prefill"] == [{"id": "prefill-0", "healthy": False}]
+    assert health.json()["prefill"] == [{"id": "prefill-0", "healthy": False, "draining": False}]
 
 
 def test_a_decode_worker_that_comes_back_serves_again(stub_front: StubFront, harness_loop: LoopThread) -> None:
@@ -292,7 +292,8 @@ def test_dead_decode_pool_is_503(tiny_model_dir: Path, tokenizer: Tokenizer, har
         down = httpx.get(f"{front.url}/health", timeout=5)
         assert int(down.headers["retry-after"]) >= 1
         health = down.json()
-        assert health["status"] == "unavailable" and health["decode"] == [{"id": "decode-0", "healthy": False}]
+        assert health["status"] == "unavailable"
+        assert health["decode"] == [{"id": "decode-0", "healthy": False, "draining": False}]
         for stream in (False, True):
             error = assert_error(httpx.post(f"{front.url}/v1/chat/completions", json=chat(stream=stream),
                                             timeout=10), 503, "no_healthy_worker")

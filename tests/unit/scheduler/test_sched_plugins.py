@@ -23,12 +23,11 @@ SCORER_TABLE = [
     # (profile, workers, match, request kwargs, expected worker, expected reason)
     ("least_loaded: fewest running+waiting", one("least_loaded"),
      [W("a", running=3), W("b", running=1), W("c", running=1, waiting=1)], {}, {}, "b", "least_loaded"),
-    ("least_loaded: all idle -> first", one("least_loaded"), [W("a"), W("b")], {}, {}, "a", "least_loaded"),
     ("kv_usage: most free KV", one("kv_usage"),
      [W("a", kv_usage=0.9), W("b", kv_usage=0.2), W("c", kv_usage=0.5)], {}, {}, "b", "kv_usage"),
     ("prefix: longest match", one("prefix"), [W("a"), W("b"), W("c")], {"a": 1, "b": 3}, {}, "b", "prefix_hit"),
     ("prefix: no match -> least loaded", one("prefix"),
-     [W("a", running=2), W("b", running=1), W("c", running=1)], {}, {}, "b", "prefix_miss"),
+     [W("a", running=2), W("b", running=1), W("c", running=3)], {}, {}, "b", "prefix_miss"),
     ("prefix: match beats load", one("prefix"), [W("a", running=9), W("b")], {"a": 2}, {}, "a", "prefix_hit"),
     ("kv_aware: cached prefix wins when queues are empty", one("kv_aware"),
      [W("a"), W("b"), W("c")], {"b": 3, "c": 1}, {}, "b", "kv_aware"),
@@ -42,6 +41,13 @@ SCORER_TABLE = [
     ("transfer_cost: same host is cheaper", one("transfer_cost"),
      [W("a", host="h2"), W("b", host="h1")], {}, {"source_host": "h1", "kv_bytes_per_token": 1000}, "b",
      "transfer_cost"),
+    ("local_prefill: the decode worker holding the prompt", one("local_prefill"),
+     [W("a"), W("b"), W("c")], {"c": 3}, {}, "c", "local_prefill"),
+    ("local_prefill: its queued prefill work counts", one("local_prefill"),
+     [W("a", queued_prefill_tokens=5_000), W("b")], {"a": 4}, {}, "b", "local_prefill"),
+    ("local_prefill: abstains when the KV comes from a prefill host",
+     one("local_prefill", more=({"name": "least_loaded", "weight": 0.1},)),
+     [W("a", running=1), W("b")], {"a": 4}, {"source_host": "h1"}, "b", "least_loaded"),
 ]
 
 
@@ -110,10 +116,51 @@ def test_filter_table(case, filters, workers, worker) -> None:  # type: ignore[n
 
 
 # -- pickers -----------------------------------------------------------------------------------------
-def test_max_score_ties_go_to_lowest_load_then_first() -> None:
+def test_max_score_ties_go_to_lowest_load_then_a_seeded_draw() -> None:
     profile = one("prefix")
     assert route(profile, [W("a", running=1), W("b"), W("c")], {"a": 2, "b": 2}).worker_id == "b"
-    assert route(profile, [W("c"), W("b")], {"b": 1, "c": 1}).worker_id == "c"
+    picks = {s: route(profile, [W("c"), W("b")], {"b": 1, "c": 1}, env=PluginEnv(seed=s)).worker_id
+             for s in range(16)}
+    assert set(picks.values()) == {"b", "c"}  # not always the first candidate
+    assert all(route(profile, [W("c"), W("b")], {"b": 1, "c": 1}, env=PluginEnv(seed=s)).worker_id == w
+               for s, w in picks.items())  # and the same for a given seed
+
+
+@pytest.mark.parametrize("preset_name", ["kv_aware", "prefix", "least_loaded", "decode"])
+def test_ties_spread_across_idle_workers(preset_name: str) -> None:
+    """32 idle, equal-cost workers and 64 placements: every pick is a tie, broken by the seeded RNG, so
+    the work spreads (uniform draws reach about 28 distinct workers) instead of piling onto the first."""
+    from orchestrator.scheduler.profiles import build_pipeline, preset
+
+    workers = [W(f"w{i:02d}") for i in range(32)]
+
+    def run(seed: int) -> list[str]:
+        pipe = build_pipeline(preset(preset_name), PluginEnv(seed=seed))
+        return [pipe.route(request(), workers, {}).worker_id for _ in range(64)]
+
+    picks = run(7)
+    assert len(set(picks)) >= 20, Counter(picks)
+    assert max(Counter(picks).values()) <= 8
+    assert picks == run(7)
+    assert picks != run(8)
+
+
+def test_a_checkpoint_rewinds_the_picker() -> None:
+    """``Pipeline.checkpoint``/``rewind``: a previewed pick leaves the picker where it was."""
+    from orchestrator.scheduler.profiles import build_pipeline, preset
+
+    workers = [W("a"), W("b"), W("c")]
+    for name in ("round_robin", "random", "kv_aware", "kv_aware_softmax"):
+        plain, previewed = (build_pipeline(preset(name), PluginEnv(seed=5)) for _ in range(2))
+        expected = [plain.route(request(), workers, {}).worker_id for _ in range(12)]
+        got = []
+        for _ in range(12):
+            saved = previewed.checkpoint()
+            preview = previewed.route(request(), workers, {})
+            previewed.rewind(saved)
+            got.append(previewed.route(request(), workers, {}).worker_id)
+            assert got[-1] == preview.worker_id
+        assert got == expected, name
 
 
 def test_round_robin_cycles_by_worker_id_ignoring_scores() -> None:

@@ -6,6 +6,7 @@ import pytest
 from sched_helpers import request
 
 from orchestrator.scheduler.approx_index import ApproxPrefixIndex
+from orchestrator.scheduler.decision import Decision
 from orchestrator.scheduler.disagg_policy import DisaggPolicy
 from orchestrator.scheduler.hashing import block_hash_list, make_salt
 from orchestrator.scheduler.links import LinkTable
@@ -19,27 +20,41 @@ from protocol.types import BlockStored, KvEventBatch
 FULL = W("p", waiting=3, queue_bound=3)
 ROOM = W("p", queue_bound=3)
 DISAGG_TABLE = [
-    # (blocks of 16, prefill match, prefill workers, decode workers, mode, reason)
-    ("short prompt", 8, {}, [ROOM], [W("d")], "local", "short_prompt"),
-    ("long prompt", 64, {}, [ROOM], [W("d")], "remote", "disaggregated"),
-    ("mostly cached -> short", 64, {"p": 60}, [ROOM], [W("d")], "local", "short_prompt"),
-    ("prefill saturated, decode has room", 64, {}, [FULL], [W("d", queue_bound=2)], "local", "prefill_saturated"),
-    ("both saturated -> remote", 64, {}, [FULL], [W("d", waiting=2, queue_bound=2)], "remote", "disaggregated"),
-    ("no healthy prefill", 64, {}, [W("p", healthy=False)], [W("d")], "local", "prefill_saturated"),
+    # (blocks of 16, index match, prefill workers, decode workers, local candidate, mode, reason)
+    ("short prompt", 8, {}, [ROOM], [W("d")], "d", "local", "short_prompt"),
+    ("long prompt", 64, {}, [ROOM], [W("d")], "d", "remote", "disaggregated"),
+    ("cached on the local decode worker -> short", 64, {"d": 60}, [ROOM], [W("d")], "d", "local", "short_prompt"),
+    ("cached on the prefill worker only -> remote", 64, {"p": 60}, [ROOM], [W("d")], "d", "remote",
+     "disaggregated"),
+    ("cached on another decode worker -> remote", 64, {"e": 60}, [ROOM], [W("d"), W("e")], "d", "remote",
+     "disaggregated"),
+    ("no local candidate -> remote", 8, {}, [ROOM], [W("d")], None, "remote", "disaggregated"),
+    ("prefill saturated, decode has room", 64, {}, [FULL], [W("d", queue_bound=2)], "d", "local",
+     "prefill_saturated"),
+    ("both saturated -> remote", 64, {}, [FULL], [W("d", waiting=2, queue_bound=2)], "d", "remote",
+     "disaggregated"),
+    ("no healthy prefill", 64, {}, [W("p", healthy=False)], [W("d")], "d", "local", "prefill_saturated"),
 ]
 
 
-@pytest.mark.parametrize(("case", "blocks", "match", "prefill", "decode", "mode", "reason"), DISAGG_TABLE,
+@pytest.mark.parametrize(("case", "blocks", "match", "prefill", "decode", "local", "mode", "reason"), DISAGG_TABLE,
                          ids=[r[0] for r in DISAGG_TABLE])
-def test_disagg_table(case, blocks, match, prefill, decode, mode, reason) -> None:  # type: ignore[no-untyped-def]
-    decision = DisaggPolicy(min_remote_tokens=256).decide(request(blocks=blocks), match, prefill, decode)
+def test_disagg_table(case, blocks, match, prefill, decode, local, mode, reason) -> None:  # type: ignore[no-untyped-def]
+    cand = Decision(local, match.get(local, 0), "least_loaded") if local else None
+    decision = DisaggPolicy(min_remote_tokens=256).decide(request(blocks=blocks), match, prefill, decode, cand)
     assert (decision.mode, decision.reason) == (mode, reason)
-    assert decision.uncached_tokens == blocks * 16 - 16 * match.get("p", 0)
+    assert decision.remote_uncached_tokens == blocks * 16 - 16 * match.get("p", 0)
+    assert decision.local == (cand if mode == "local" else None)
+    if cand is not None:
+        assert decision.local_uncached_tokens == blocks * 16 - 16 * cand.matched_blocks
+    if mode == "local":
+        assert decision.uncached_tokens == decision.local_uncached_tokens
 
 
 def test_disagg_rule_can_be_disabled() -> None:
     policy = DisaggPolicy(min_remote_tokens=0, local_when_prefill_saturated=False)
-    assert policy.decide(request(blocks=1), {}, [FULL], [W("d")]).mode == "remote"
+    assert not policy.local_possible(request(blocks=1), {}, [FULL], [W("d")])
+    assert policy.decide(request(blocks=1), {}, [FULL], [W("d")], Decision("d", 0, "x")).mode == "remote"
 
 
 def test_link_table() -> None:
@@ -75,7 +90,8 @@ def test_router_routes_prefill_to_the_cached_worker_and_decode_by_load_then_link
     assert req.block_hashes == tuple(block_hash_list(list(range(14)), 4, make_salt("m", None)))
     prefill = [W("p0", host="h0"), W("p1", host="h1")]
     assert router.route_prefill(req, prefill).worker_id == "p1"
-    assert router.plan(req, prefill, []).reason == "short_prompt"
+    assert router.plan(req, prefill, []).reason == "disaggregated"  # no decode worker to prefill it locally
+    assert router.plan(req, prefill, [W("d0")]).reason == "short_prompt"  # 14 uncached tokens there
     decode = [W("d0", host="h0"), W("d1", host="h1")]
     assert router.route_decode(req, decode, source_host="h1").worker_id == "d1"
     busy = [W("d0", host="h0"), W("d1", host="h1", running=8, kv_usage=0.5)]
