@@ -82,23 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", help="model id (default: each target's first from GET /v1/models)")
     g.add_argument("--api", choices=sorted(API_KINDS), default="chat", help="endpoint (default: chat)")
     g.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY"), help="bearer token ($OPENAI_API_KEY)")
-    g = p.add_argument_group("workload")
-    g.add_argument("--workload", choices=sorted(WORKLOADS), default="chat")
-    g.add_argument("--num-requests", type=int, default=100, help="requests per run")
-    g.add_argument("--max-tokens", type=int, default=128)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--sessions", type=int, help="chat sessions (default: num-requests / turns)")
-    g.add_argument("--turns", type=int, default=4)
-    g.add_argument("--system-words", type=int, default=512)
-    g.add_argument("--user-words", type=int, default=64)
-    g.add_argument("--answer-words", type=int, default=64, help="synthetic assistant reply kept in the history")
-    g.add_argument("--num-docs", type=int, default=8)
-    g.add_argument("--doc-words", type=int, default=2000)
-    g.add_argument("--question-words", type=int, default=24)
-    g.add_argument("--zipf-s", type=float, default=1.1, help="Zipf exponent of document popularity")
-    g.add_argument("--prompt-words", type=int, default=256, help="unique workload prompt size")
-    g.add_argument("--mix", default="chat=0.4,docqa=0.4,unique=0.2", help="NAME=WEIGHT,... for --workload mix")
-    g.add_argument("--trace", help="JSONL trace file for --workload trace (schema: bench/workloads/README.md)")
+    add_workload_args(p)
     g = p.add_argument_group("load (one swept flag; --load is inferred from it)")
     g.add_argument("--load", choices=sorted(SHAPES), help="load shape")
     g.add_argument("--concurrency", help="closed loop: comma list of concurrencies, e.g. 1,4,16")
@@ -129,6 +113,48 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-plots", action="store_true")
     g.add_argument("--no-progress", action="store_true")
     return p
+
+
+def add_workload_args(p: argparse.ArgumentParser, num_requests: int | None = 100,
+                      num_requests_help: str = "requests per run") -> None:
+    """The workload flags (shared with ``pdserve plan``, so one set of flags names the same requests)."""
+    g = p.add_argument_group("workload")
+    g.add_argument("--workload", choices=sorted(WORKLOADS), default="chat")
+    g.add_argument("--num-requests", type=int, default=num_requests, help=num_requests_help)
+    g.add_argument("--max-tokens", type=int, default=128)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--sessions", type=int, help="chat sessions (default: num-requests / turns)")
+    g.add_argument("--turns", type=int, default=4)
+    g.add_argument("--system-words", type=int, default=512)
+    g.add_argument("--user-words", type=int, default=64)
+    g.add_argument("--answer-words", type=int, default=64, help="synthetic assistant reply kept in the history")
+    g.add_argument("--num-docs", type=int, default=8)
+    g.add_argument("--doc-words", type=int, default=2000)
+    g.add_argument("--question-words", type=int, default=24)
+    g.add_argument("--zipf-s", type=float, default=1.1, help="Zipf exponent of document popularity")
+    g.add_argument("--prompt-words", type=int, default=256, help="unique workload prompt size")
+    g.add_argument("--mix", default="chat=0.4,docqa=0.4,unique=0.2", help="NAME=WEIGHT,... for --workload mix")
+    g.add_argument("--trace", help="JSONL trace file for --workload trace (schema: bench/workloads/README.md)")
+
+
+def workload_params(ns: argparse.Namespace, mix: tuple[tuple[str, float], ...], num_requests: int) -> WorkloadParams:
+    """``WorkloadParams`` from the flags of ``add_workload_args``; ``ValueError`` if they are invalid."""
+    return WorkloadParams(
+        num_requests=num_requests,
+        max_tokens=ns.max_tokens,
+        sessions=ns.sessions,
+        turns=ns.turns,
+        system_words=ns.system_words,
+        user_words=ns.user_words,
+        answer_words=ns.answer_words,
+        num_docs=ns.num_docs,
+        doc_words=ns.doc_words,
+        question_words=ns.question_words,
+        zipf_s=ns.zipf_s,
+        prompt_words=ns.prompt_words,
+        mix=mix,
+        trace_path=ns.trace,
+    )
 
 
 def parse_target(text: str, index: int) -> Target:
@@ -201,24 +227,7 @@ def from_args(ns: argparse.Namespace) -> BenchConfig:
         errors.append("--extra-body must be a JSON object")
     points = attempt(_load_points, ns)
     mix = attempt(parse_mix, ns.mix)
-    params = attempt(
-        lambda: WorkloadParams(
-            num_requests=ns.num_requests,
-            max_tokens=ns.max_tokens,
-            sessions=ns.sessions,
-            turns=ns.turns,
-            system_words=ns.system_words,
-            user_words=ns.user_words,
-            answer_words=ns.answer_words,
-            num_docs=ns.num_docs,
-            doc_words=ns.doc_words,
-            question_words=ns.question_words,
-            zipf_s=ns.zipf_s,
-            prompt_words=ns.prompt_words,
-            mix=mix or (),
-            trace_path=ns.trace,
-        )
-    )
+    params = attempt(workload_params, ns, mix or (), ns.num_requests)
     if errors:
         raise ValueError("; ".join(errors))
     return BenchConfig(

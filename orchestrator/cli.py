@@ -181,6 +181,14 @@ def cmd_keys_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    """``pdserve plan ARGS`` runs ``python -m bench.planner ARGS`` in a child process: the planner drives the
+    simulated engine and the bench workloads, which the orchestrator never imports."""
+    import subprocess
+
+    return subprocess.call([sys.executable, "-m", "bench.planner", *args.args])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pdserve", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -216,6 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_admin_commands(sub)  # workers, scale, drain: against a running server
     sub.add_parser("bench", help=f"moved: {BENCH_MOVED}", add_help=False)
+    # `pdserve plan` hands every argument to the planner (prefix_chars="+": no `-` flag is this parser's).
+    plan = sub.add_parser("plan", help="search the prefill:decode split for SLOs on the simulated engine "
+                          "(`pdserve plan --help`)", add_help=False, prefix_chars="+")
+    plan.add_argument("args", nargs=argparse.REMAINDER)
+    plan.set_defaults(func=cmd_plan)
     return parser
 
 
