@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # Regenerate the committed benchmark results under bench/results/ (see bench/README.md): the suites
-# whose drivers and results are both committed, routing and fleet. Long (one to two hours on the
+# whose drivers and results are both committed: routing, fleet, cpu_vllm and links. Long (one to two hours on the
 # 2-core development VM) and not part of CI. Every step is bounded: it has a wall-clock limit below (SIGINT
 # at the limit, SIGKILL 120 s later); the fleet driver starts each server in its own process session and
 # stops it, and every client run has a request count, a sending duration and a per-request timeout.
 # Run from anywhere: `make bench` or `bash bench/run_all.sh`.
-#   SUITES=routing        bash bench/run_all.sh    # a subset (known: routing fleet cpu_vllm)
+#   SUITES=routing        bash bench/run_all.sh    # a subset (known: routing fleet cpu_vllm links)
 #   OUT=/tmp/results      bash bench/run_all.sh    # somewhere else than bench/results
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-bench/results}
-SUITES=${SUITES:-"routing fleet cpu_vllm"}
+SUITES=${SUITES:-"routing fleet cpu_vllm links"}
 
 failed=()
 step() {  # step NAME LIMIT_SECONDS CMD...: run one bounded step; on failure note it and go on
@@ -42,7 +42,12 @@ for suite in $SUITES; do
         cpu_vllm) # real vLLM CPU: pdserve vs one plain vLLM on one core (bench/results/cpu_vllm/README.md)
             step cpu_vllm 1800 "$PY" -m bench.suites.cpu_vllm --out "$OUT/cpu_vllm"
             ;;
-        *) echo "unknown suite $suite (known: routing fleet cpu_vllm)" >&2; exit 2 ;;
+        links)    # decode by load + measured links vs load only, two racks (bench/suites/links.py)
+            # 6 runs (2 arms x 3 repeats), a fresh 32-worker server each: ~25 min
+            step links 3600 "$PY" -m bench.suites.links --out "$OUT/links"
+            step links-report 600 "$PY" -m bench.suites.links_report --out "$OUT/links"
+            ;;
+        *) echo "unknown suite $suite (known: routing fleet cpu_vllm links)" >&2; exit 2 ;;
     esac
 done
 

@@ -21,6 +21,7 @@ from orchestrator.engine_config import (
     VllmEngineConfig,
     pool_args_follow_engine_kind,
     pool_args_problems,
+    topology_problems,
 )
 from orchestrator.scheduler.disagg_policy import DisaggPolicy
 from orchestrator.scheduler.profiles import PRESETS, PoolProfile, preset
@@ -224,6 +225,16 @@ class PdserveConfig(_Strict):
             if pool.placement not in (None, "SPREAD") and pool.resources.empty:
                 raise ValueError(f"{name}.placement {pool.placement} reserves a placement group: "
                                  f"{name}.resources must ask for something (num_cpus, num_gpus or custom)")
+        return self
+
+    @model_validator(mode="after")
+    def _topology_places_the_workers(self) -> PdserveConfig:
+        topology = getattr(self.engine, "topology", None)
+        if topology is not None:
+            pools = ("decode",) if self.colocated else POOLS
+            topology_problems(topology, {name: (getattr(self, name).workers_per_process,
+                                                self.engine_args_for(getattr(self, name))) for name in pools},
+                              pinned_host=bool(self.network.worker_host or self.network.worker_interface))
         return self
 
     @model_validator(mode="before")

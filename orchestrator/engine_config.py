@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, Validatio
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from protocol.engine_args import ENGINE_KINDS, SimArgs, VllmArgs, merge_args
+from protocol.sim_topology import SimTopology
 
 
 class _Strict(BaseModel):
@@ -35,11 +36,14 @@ class VllmEngineConfig(_Strict):
 
 
 class SimEngineConfig(_Strict):
-    """Simulated engines: ``args`` name a sim profile and override its fields."""
+    """Simulated engines: ``args`` name a sim profile and override its fields. ``topology`` (None: every
+    worker on 127.0.0.1 with a link of its own) puts the workers on loopback hosts in racks, one NIC per
+    host shared by its workers, slower links between racks (``protocol.sim_topology``)."""
 
     kind: Literal["sim"]
     args: SimArgs = Field(default_factory=SimArgs)
     env: dict[str, str] = Field(default_factory=dict)
+    topology: SimTopology | None = None
 
 
 def _tag(kind: object) -> str | None:
@@ -112,3 +116,23 @@ def pool_args_problems(engine_args: VllmArgs | SimArgs, pools: Mapping[str, Vllm
             InitErrorDetails(type=PydanticCustomError("engine_args", "{detail}", {"detail": message}), loc=loc,
                              input=None)
             for loc, message in problems.items()])
+
+
+def topology_problems(topology: SimTopology, pools: Mapping[str, tuple[int, VllmArgs | SimArgs]],
+                      pinned_host: bool) -> None:
+    """After validation: raise ``ValueError`` if a config with a sim ``topology`` also pins the workers'
+    address (``pinned_host``: ``network.worker_host`` or ``worker_interface``), splits a host's workers over
+    processes (a pool's ``workers_per_process``, the first of each ``pools`` value, not a multiple of
+    ``workers_per_host``: NICs are shared within a process) or sets a ``handoff_host`` in a pool's engine
+    arguments (the topology names each worker's host)."""
+    if pinned_host:
+        raise ValueError("engine.topology gives each simulated worker its host: leave network.worker_host "
+                         "and network.worker_interface unset")
+    for name, (per_process, args) in pools.items():
+        if per_process % topology.workers_per_host:
+            raise ValueError(f"{name}.workers_per_process ({per_process}) must be a multiple of "
+                             f"engine.topology.workers_per_host ({topology.workers_per_host}): the workers of a "
+                             "host share its NIC only within one process")
+        if isinstance(args, SimArgs) and "handoff_host" in args.model_fields_set:
+            raise ValueError(f"engine.topology names each worker's handoff host: the engine args of {name} "
+                             "must not set handoff_host")

@@ -9,9 +9,11 @@ timeouts; a handoff the decode worker cannot read is dealt with by ``transfer.on
 another pair, recompute on the decode worker, or fail), once.
 Cancelling ``place`` aborts the prefill on its worker; closing ``stream`` before the finished chunk aborts
 the decode; ``release`` ends a placement that was never streamed. Either frees a handoff the decode
-worker never read on its prefill worker at once. Routing, latency and handoff metrics are recorded here; request
-outcomes by the front end's facade (``orchestrator.frontend``). The HTTP layer owns text, chat templates
-and SSE. Failures raise ``NoHealthyWorker`` or ``WorkerError`` (``orchestrator.errors``).
+worker never read on its prefill worker at once. Routing metrics are recorded here; latencies, handoffs, link
+samples and prefill speeds by ``orchestrator.flow_meter``; request outcomes by the front end's facade
+(``orchestrator.frontend``). Decode placement prices the KV transfer with a snapshot of the measured links.
+The HTTP layer owns text, chat templates and SSE. Failures raise ``NoHealthyWorker`` or ``WorkerError``
+(``orchestrator.errors``).
 """
 
 from __future__ import annotations
@@ -24,10 +26,13 @@ from collections.abc import AsyncGenerator
 
 from orchestrator.config import ServerConfig
 from orchestrator.errors import NoHealthyWorker, WorkerError
+from orchestrator.flow_meter import FlowMeter
 from orchestrator.metrics import Metrics
 from orchestrator.placement import FlowRequest, Placement, Seat
 from orchestrator.pools.pool import WorkerHandle, WorkerPool
 from orchestrator.scheduler.decision import Decision, NoEligibleWorker
+from orchestrator.scheduler.link_meter import MeasuredLinks
+from orchestrator.scheduler.links import LinkTable
 from orchestrator.scheduler.request import RouteRequest, WorkerState
 from orchestrator.scheduler.router import Router
 from protocol.types import GenerateCall, KVHandoff, PrefillCall, TokenChunk
@@ -37,19 +42,22 @@ log = logging.getLogger(__name__)
 
 def worker_state(handle: WorkerHandle, queue_bound: int) -> WorkerState:
     """The router's frozen view of a worker: engine figures plus the orchestrator's own in-flight count
-    (so requests dispatched since the last load report already count). A draining worker counts as
-    unhealthy: it takes no new requests."""
+    (so requests dispatched since the last load report already count) and its measured prefill speed
+    (0 until measured). A draining worker counts as unhealthy: it takes no new requests."""
     load = handle.load
     waiting = max(load.waiting, handle.in_flight - load.running)
     return WorkerState(worker_id=handle.worker_id, host=handle.host, healthy=handle.routable,
                        running=load.running, waiting=waiting, kv_usage=load.kv_usage,
-                       queued_prefill_tokens=handle.queued_prefill_tokens, queue_bound=queue_bound)
+                       queued_prefill_tokens=handle.queued_prefill_tokens, queue_bound=queue_bound,
+                       prefill_tokens_per_s=handle.prefill_speed.tokens_per_s)
 
 
 class RequestFlow:
     def __init__(self, *, router: Router, prefill: WorkerPool | None, decode: WorkerPool, metrics: Metrics,
                  server: ServerConfig, prefill_policy: str, decode_policy: str, kv_bytes_per_token: int,
-                 on_pull_failure: str = "retry") -> None:
+                 on_pull_failure: str = "retry", links: MeasuredLinks | None = None) -> None:
+        """``links``: the measured link table decode placement reads and handoffs feed (a fresh one over
+        the default priors when None)."""
         self._router = router
         self._prefill = prefill
         self._decode = decode
@@ -59,6 +67,8 @@ class RequestFlow:
         self._decode_policy = decode_policy
         self._kv_bytes_per_token = kv_bytes_per_token
         self._on_pull_failure = on_pull_failure
+        self.links = links if links is not None else MeasuredLinks(LinkTable())
+        self._meter = FlowMeter(metrics, self.links, kv_bytes_per_token)
 
     def _states(self, pool: WorkerPool | None, exclude: set[str] = frozenset()) -> list[WorkerState]:  # type: ignore[assignment]
         if pool is None:
@@ -126,11 +136,13 @@ class RequestFlow:
         try:
             try:
                 states = self._states(self._decode, exclude={avoid} if avoid else set())
-                decision = self._router.route_decode(route, states, source_host=source_host)
+                decision = self._router.route_decode(route, states, source_host=source_host,
+                                                     links=self.links.snapshot())
             except NoEligibleWorker:
                 if avoid is None:
                     raise
-                decision = self._router.route_decode(route, self._states(self._decode), source_host=source_host)
+                decision = self._router.route_decode(route, self._states(self._decode), source_host=source_host,
+                                                     links=self.links.snapshot())
         except NoEligibleWorker:
             raise NoHealthyWorker("no healthy decode worker") from None
         self._metrics.decisions.labels("decode", self._decode_policy, decision.reason).inc()
@@ -159,14 +171,17 @@ class RequestFlow:
                 break
             self._metrics.decisions.labels("prefill", self._prefill_policy, decision.reason).inc()
             handle = self._prefill.get(decision.worker_id)
-            handle.in_flight += 1
-            handle.queued_prefill_tokens += route.uncached_tokens(decision.matched_blocks)
+            uncached = route.uncached_tokens(decision.matched_blocks)
             t0 = time.perf_counter()
+            self._meter.prefill_started(handle, t0)
+            handle.in_flight += 1
+            handle.queued_prefill_tokens += uncached
             try:
                 handoff = await handle.client.prefill(call, self._server.prefill_timeout_s)
-                self._metrics.prefill.observe(time.perf_counter() - t0)
+                self._meter.prefill_ended(handle, t0, time.perf_counter(), uncached)
                 return handoff, decision.worker_id, decision.reason, decision.matched_blocks
             except WorkerError as exc:
+                self._meter.prefill_failed(handle, time.perf_counter())
                 last_error = exc
                 tried.add(decision.worker_id)
                 if exc.unreachable:
@@ -175,11 +190,12 @@ class RequestFlow:
                 if not exc.retryable:
                     raise
             except asyncio.CancelledError:
+                self._meter.prefill_failed(handle, time.perf_counter())
                 await self._abort_on(handle, call.request_id, "prefill")
                 raise
             finally:
                 handle.in_flight -= 1
-                handle.queued_prefill_tokens -= route.uncached_tokens(decision.matched_blocks)
+                handle.queued_prefill_tokens -= uncached
         if last_error is not None:
             raise last_error
         raise NoHealthyWorker("no healthy prefill worker")
@@ -263,44 +279,33 @@ class RequestFlow:
         handoff = placement.handoff
         call = GenerateCall(request_id=f"{req.request_id}-d{attempt}", prompt_token_ids=req.prompt,
                             sampling=req.sampling, cache_salt=req.cache_salt, handoff=handoff)
-        first_at: float | None = None
-        last_at = placement.started
-        handoff_at = time.perf_counter()
-        out_tokens = 0
+        meter = self._meter.stream(placement, handle.host, self._source_host(placement), time.perf_counter())
         finished = False
         try:
             async for chunk in handle.client.generate(
                 call, self._server.first_token_timeout_s, self._server.inter_token_timeout_s,
                 deadline_s=self._server.request_timeout_s,  # no decode outlives the request, even unobserved
             ):
-                now = time.perf_counter()
-                if chunk.token_ids:
-                    if first_at is None:
-                        first_at = now
-                        placement.seat.prefilled()
-                        self._metrics.ttft.observe(now - placement.started)
-                        if handoff is not None:
-                            self._record_handoff(handoff, now - handoff_at)
-                    else:
-                        self._metrics.itl.observe(now - last_at)
-                    last_at = now
-                    out_tokens += len(chunk.token_ids)
+                if meter.chunk(chunk, time.perf_counter()):
+                    placement.seat.prefilled()
                 finished = chunk.finished
                 yield chunk
         finally:
             # Recorded here: the caller closes this generator right after the finished chunk (or on a
             # stop string), so code after the loop would never run.
-            end = time.perf_counter()
-            if first_at is not None:
-                self._metrics.e2e.observe(end - placement.started)
-                if out_tokens > 1:
-                    self._metrics.tpot.observe((end - first_at) / (out_tokens - 1))
-            self._metrics.tokens.labels("generated").inc(out_tokens)
-            self._metrics.tokens.labels("prompt").inc(len(req.prompt))
+            meter.close(time.perf_counter(), len(req.prompt))
             if not finished:
                 await self._abort_on(handle, call.request_id, "decode")
-                if first_at is None:
+                if meter.first_at is None:
                     await self._free_handoff(req, placement)
+
+    def _source_host(self, placement: Placement) -> str | None:
+        """The host of the prefill worker holding ``placement``'s handoff (the handoff's own host once that
+        worker left its pool); None without a handoff."""
+        if placement.handoff is None:
+            return None
+        source = self._prefill.find(placement.prefill_worker) if self._prefill and placement.prefill_worker else None
+        return source.host if source is not None else placement.handoff.host
 
     async def release(self, req: FlowRequest, placement: Placement) -> None:
         """End ``placement`` if its decode never started (the client left, or the answer failed before):
@@ -319,11 +324,6 @@ class RequestFlow:
             return
         self._metrics.abandoned_leases.inc()
         await self._abort_on(source, _prefill_id(req.request_id, placement.prefill_attempt), "prefill")
-
-    def _record_handoff(self, handoff: KVHandoff, seconds: float) -> None:
-        self._metrics.handoff_latency.observe(seconds)
-        self._metrics.handoff_blocks.inc(handoff.num_blocks)
-        self._metrics.handoff_bytes.observe(handoff.prompt_tokens * self._kv_bytes_per_token)
 
     def observe_cached(self, tokens: int) -> None:
         self._metrics.cached_tokens.labels("observed").inc(tokens)

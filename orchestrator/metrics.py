@@ -4,6 +4,14 @@ Latency histograms are per request (TTFT, TPOT = (E2E - TTFT) / (output tokens -
 token gap (ITL). Route decisions are counted by pool, policy and reason (the same label as the
 ``X-Route-Reason`` header). Hit accounting compares the router's predicted cached tokens with what
 the engine reports, as sums (ratios are taken by the reader: block-weighted, not means of ratios).
+
+Links: ``pdserve_link_bandwidth_bytes_per_second{src,dst}`` and ``pdserve_link_latency_seconds{src,dst}``
+are the measured table's estimate for each (prefill host, decode host) pair that has carried a KV pull
+(pairs never measured are absent: the scorer uses the configured prior for them), updated at each pull;
+``pdserve_link_pulls_total{src,dst,measure}`` counts the pulls behind them, ``measure="worker"`` for pulls
+the decode worker timed itself (the simulated engine) and ``"upper_bound"`` for those the orchestrator
+timed from the Generate call to the first token (vLLM, which cannot attribute a NIXL transfer to a
+request), so their estimate is a lower bound of the link's bandwidth.
 """
 
 from __future__ import annotations
@@ -36,6 +44,15 @@ class Metrics:
         self.handoff_bytes = Histogram("pdserve_kv_handoff_bytes", "KV bytes handed from prefill to decode",
                                        buckets=_BYTES, registry=r)
         self.handoff_blocks = Counter("pdserve_kv_handoff_blocks_total", "KV blocks handed over", registry=r)
+        self.link_bandwidth = Gauge("pdserve_link_bandwidth_bytes_per_second",
+                                    "Measured KV link bandwidth from a prefill host (src) to a decode host (dst)",
+                                    ["src", "dst"], registry=r)
+        self.link_latency = Gauge("pdserve_link_latency_seconds",
+                                  "Measured KV link latency from a prefill host (src) to a decode host (dst)",
+                                  ["src", "dst"], registry=r)
+        self.link_pulls = Counter("pdserve_link_pulls_total",
+                                  "KV pulls measured per link, by who timed them (worker, upper_bound)",
+                                  ["src", "dst", "measure"], registry=r)
         self.abandoned_leases = Counter("pdserve_kv_leases_abandoned_total",
                                         "Handoffs never pulled (the prefill frees them at lease expiry)",
                                         registry=r)

@@ -16,7 +16,8 @@ from orchestrator.pools.client import WorkerClient
 from orchestrator.pools.compat import check_compatible
 from orchestrator.pools.pool import PoolMonitor, WorkerHandle, WorkerPool
 from orchestrator.scheduler.approx_index import ApproxPrefixIndex
-from orchestrator.scheduler.links import LinkTable
+from orchestrator.scheduler.link_meter import MeasuredLinks
+from orchestrator.scheduler.links import DEFAULT_SAME_HOST_BYTES_PER_S, LinkTable
 from orchestrator.scheduler.plugin import PluginEnv
 from orchestrator.scheduler.prefix_index import PrefixIndex
 from orchestrator.scheduler.profiles import build_pipeline
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 _COUNTED = ("kv_blocks_pulled", "kv_bytes_pulled", "kv_pulls", "kv_pull_seconds", "kv_leases_expired",
             "kv_reads_after_expiry", "kv_pull_failures")  # EngineLoad counters shown as they are
-_LOAD_FIGURES = ("running", "waiting", "kv_usage", "in_flight", *_COUNTED)
+_LOAD_FIGURES = ("running", "waiting", "kv_usage", "in_flight", "prefill_tokens_per_s", *_COUNTED)
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,13 @@ async def open_worker(endpoint: WorkerEndpoint) -> WorkerHandle:
     return WorkerHandle(client=client, description=description)
 
 
+def link_priors(config: PdserveConfig) -> LinkTable:
+    """The link table before any handoff is measured: ``transfer.link_bandwidth_gbps`` between hosts, and
+    within a host a shared-memory copy, never taken as slower than the network."""
+    cross = config.transfer.link_bandwidth_bytes_per_s
+    return LinkTable(same_host_bytes_per_s=max(DEFAULT_SAME_HOST_BYTES_PER_S, cross), cross_host_bytes_per_s=cross)
+
+
 class Service:
     """The pools, router, index and their monitors. Membership changes go through ``join``, ``rejoin``
     and ``leave`` (``orchestrator.membership``), on the event loop."""
@@ -62,8 +70,9 @@ class Service:
         self.decode = decode
         self.facts = facts
         self.metrics = metrics
-        links = LinkTable(cross_host_bytes_per_s=config.transfer.link_bandwidth_bytes_per_s)
-        env = PluginEnv(seed=config.prefill.routing.seed, links=links)
+        priors = link_priors(config)
+        self.links = MeasuredLinks(priors)
+        env = PluginEnv(seed=config.prefill.routing.seed, links=priors)
         self.index: PrefixIndex | ApproxPrefixIndex
         if config.index.mode == "events":
             self.index = PrefixIndex(config.model.name, facts.block_size)
@@ -78,7 +87,7 @@ class Service:
         self.flow = RequestFlow(router=self.router, prefill=prefill, decode=decode, metrics=metrics,
                                 server=config.server, prefill_policy=prefill_profile.name,
                                 decode_policy=decode_profile.name, kv_bytes_per_token=facts.kv_bytes_per_token,
-                                on_pull_failure=config.transfer.on_pull_failure)
+                                on_pull_failure=config.transfer.on_pull_failure, links=self.links)
         self._monitors: dict[str, PoolMonitor] = {}
 
     @classmethod
@@ -194,6 +203,8 @@ class Service:
                 g.labels(h.worker_id, "waiting").set(h.load.waiting)
                 g.labels(h.worker_id, "kv_usage").set(h.load.kv_usage)
                 g.labels(h.worker_id, "in_flight").set(h.in_flight)
+                if h.prefill_speed.samples:
+                    g.labels(h.worker_id, "prefill_tokens_per_s").set(h.prefill_speed.tokens_per_s)
                 for figure in _COUNTED:
                     g.labels(h.worker_id, figure).set(getattr(h.load, figure))
 

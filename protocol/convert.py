@@ -19,6 +19,7 @@ from protocol.types import (
     KvEvent,
     KvEventBatch,
     KVHandoff,
+    KvPull,
     PrefillCall,
     SamplingSpec,
     TokenChunk,
@@ -84,17 +85,21 @@ def token_chunk_to_pb(chunk: TokenChunk) -> pb.GenerateChunk:
     """Only ``TokenChunk``'s fields cross; a subclass's extra fields (the engine's handoff) stay behind."""
     logprobs = [pb.TokenLogprob(logprob=lp.logprob, top_ids=[t for t, _ in lp.top],
                                 top_logprobs=[v for _, v in lp.top]) for lp in chunk.logprobs]
-    return pb.GenerateChunk(token_ids=list(chunk.token_ids), finished=chunk.finished,
-                            finish_reason=chunk.finish_reason or "", num_cached_tokens=chunk.num_cached_tokens,
-                            logprobs=logprobs)
+    msg = pb.GenerateChunk(token_ids=list(chunk.token_ids), finished=chunk.finished,
+                           finish_reason=chunk.finish_reason or "", num_cached_tokens=chunk.num_cached_tokens,
+                           logprobs=logprobs)
+    if chunk.kv_pull is not None:
+        msg.kv_pull.CopyFrom(pb.KvPull(bytes=chunk.kv_pull.bytes, seconds=chunk.kv_pull.seconds))
+    return msg
 
 
 def token_chunk_from_pb(msg: pb.GenerateChunk) -> TokenChunk:
     logprobs = tuple(TokenLogprob(lp.logprob, tuple(zip(lp.top_ids, lp.top_logprobs, strict=True)))
                      for lp in msg.logprobs)
+    pull = KvPull(msg.kv_pull.bytes, msg.kv_pull.seconds) if msg.HasField("kv_pull") else None
     return TokenChunk(token_ids=tuple(msg.token_ids), finished=msg.finished,
                       finish_reason=msg.finish_reason or None, num_cached_tokens=msg.num_cached_tokens,
-                      logprobs=logprobs)
+                      logprobs=logprobs, kv_pull=pull)
 
 
 def abort_request_to_pb(request_id: str) -> pb.AbortRequest:

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from protocol.engine_args import EngineArgs
+from protocol.sim_topology import SimTopology
 
 
 class _Frozen(BaseModel):
@@ -43,6 +44,8 @@ class EngineSpec(_Frozen):
     * ``cpu_share``: vLLM on CPU only, the cores this worker computes on (None: vLLM's own binding).
     * ``handoff_host``, ``link_bandwidth_bytes_per_s``: sim only, the host its handoffs name and its KV
       link's bandwidth (the profile's unless ``args`` sets them).
+    * ``sim_topology``: sim only, the fleet's hosts and racks (``protocol.sim_topology``): pulls into one
+      host share its NIC, and pulls between racks are slower. None: every pull has a link of its own.
     """
 
     model: str
@@ -56,6 +59,7 @@ class EngineSpec(_Frozen):
     handoff_host: str | None = None
     link_bandwidth_bytes_per_s: float | None = Field(default=None, gt=0)
     cpu_share: CpuShare | None = None
+    sim_topology: SimTopology | None = None
 
     @property
     def kind(self) -> str:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-WIRE_VERSION = 3
+WIRE_VERSION = 4
 """Version of the orchestrator/worker messages. Bump it whenever a field or status changes meaning,
 appears or goes away in ``worker.proto``; a worker reporting another version is refused at registration.
 (1 was the unversioned protocol: workers that predate the field report 0; 3 added the ABORTED Generate
-of a void handoff and vLLM's penalties, ``top_k``, ``min_tokens`` and ``logit_bias`` to ``Sampling``.)"""
+of a void handoff and vLLM's penalties, ``top_k``, ``min_tokens`` and ``logit_bias`` to ``Sampling``;
+4 added ``kv_pull`` to the Generate stream's chunks.)"""
 
 VOID_REASON_KEY = "pdserve-void-reason"
 """Trailing metadata of a Generate the worker ended with ABORTED because its KV handoff could not be read:
@@ -196,12 +197,25 @@ class TokenLogprob:
 
 
 @dataclass(frozen=True)
+class KvPull:
+    """What one Generate's KV pull cost, as the decode worker measured it: ``bytes`` moved from the prefill
+    worker and ``seconds`` from the pull's start (it was asked for) to its end, waits behind other pulls
+    on the same link included. ``bytes`` may be 0 (every block was in the decode worker's own cache)."""
+
+    bytes: int
+    seconds: float
+
+
+@dataclass(frozen=True)
 class TokenChunk:
     """New tokens of one request since its previous chunk (one Generate stream message).
 
     ``num_cached_tokens`` (prompt tokens served from the prefix cache or pulled from a remote prefill) is
     set on every chunk once known. ``finish_reason`` is ``"stop"``, ``"length"`` or ``"abort"`` on the last
     chunk (``finished``) and None before. A stream that ends without a finished chunk failed.
+    ``kv_pull``: on a Generate with a handoff, the pull's figures, on the first chunk after it ended (the
+    one with the first token) and on no other; None when the engine cannot attribute a pull to the request
+    (see each adapter) or there was no handoff.
     """
 
     token_ids: tuple[int, ...]
@@ -209,6 +223,7 @@ class TokenChunk:
     finish_reason: str | None = None
     num_cached_tokens: int = 0
     logprobs: tuple[TokenLogprob, ...] = ()  # one per token id when the request asked; else empty
+    kv_pull: KvPull | None = None
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from orchestrator.errors import WorkerError
 from orchestrator.pools.client import WorkerClient
+from orchestrator.pools.speed import PrefillSpeed
 from protocol.types import EngineLoad, KvEventBatch, WorkerDescription
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,8 @@ log = logging.getLogger(__name__)
 class WorkerHandle:
     """Mutable state of one worker, owned by its pool. ``draining``: takes no new requests (its in-flight
     ones finish); ``routable`` is what the router may place on. A restarted worker keeps its handle
-    (and its id) with a new client (``WorkerPool.rebind``)."""
+    (and its id) with a new client (``WorkerPool.rebind``). ``prefill_speed``: its measured prefill speed
+    (prefill workers; fed by the request flow from its Prefill RPCs)."""
 
     client: WorkerClient
     description: WorkerDescription
@@ -43,6 +45,7 @@ class WorkerHandle:
     queued_prefill_tokens: int = 0
     handoffs_out: int = 0  # prefill only: handoffs this worker holds that no decode worker has read yet
     slow_since: float = 0.0  # monotonic time of the first unanswered (timed-out) poll in a row
+    prefill_speed: PrefillSpeed = field(default_factory=PrefillSpeed)
 
     @property
     def worker_id(self) -> str:
@@ -87,11 +90,13 @@ class WorkerPool:
 
     def rebind(self, worker_id: str, client: WorkerClient, description: WorkerDescription) -> WorkerClient:
         """Point ``worker_id``'s handle at a restarted worker: new client and description, healthy, no
-        failures, fresh load. Returns the old client for the caller to close."""
+        failures, fresh load and prefill speed (it may run elsewhere now). Returns the old client for the
+        caller to close."""
         handle = self._handles[worker_id]
         old, handle.client, handle.description = handle.client, client, description
         handle.healthy, handle.failures, handle.slow_since = True, 0, 0.0
         handle.load = EngineLoad()
+        handle.prefill_speed = PrefillSpeed()
         return old
 
     def __len__(self) -> int:

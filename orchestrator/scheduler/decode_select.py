@@ -13,8 +13,10 @@ from .scorers import KvAwareScorer
 
 
 class TransferCostScorer(Scorer):
-    """Score = fastest transfer time / this worker's transfer time, in (0, 1]. Abstains when the request
-    names no ``source_host`` or carries no KV bytes. Reads ``env.links``; stateless."""
+    """Score = fastest transfer time / this worker's transfer time, in (0, 1], each time the link's
+    latency plus the prompt's KV bytes over its bandwidth. Abstains when the request names no
+    ``source_host`` or carries no KV bytes. Reads the request's link snapshot (``RouteRequest.links``,
+    measured), else ``env.links``; stateless."""
 
     labels = frozenset({"transfer_cost"})
 
@@ -23,7 +25,7 @@ class TransferCostScorer(Scorer):
         nbytes = req.prompt_tokens * req.kv_bytes_per_token
         if req.source_host is None or nbytes <= 0:
             return None
-        links = self.env.links
+        links = req.links if req.links is not None else self.env.links
         seconds = [links.transfer_seconds(nbytes, req.source_host, w.host) for w in cands.workers]
         best = min(seconds)
         return [best / s for s in seconds]

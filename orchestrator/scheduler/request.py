@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .links import LinkTable
+
 
 @dataclass(frozen=True)
 class RouteRequest:
@@ -11,7 +13,9 @@ class RouteRequest:
     ints; ``session_key`` is the ``X-Session-Id`` header or the request's ``user`` field, or None.
     For decode placement, ``source_host`` is the prefill worker's host and ``kv_bytes_per_token`` the
     model's KV footprint, so the prompt's KV is ``prompt_tokens * kv_bytes_per_token`` bytes; a decode
-    placement without ``source_host`` is a local prefill (the decode worker computes the prompt)."""
+    placement without ``source_host`` is a local prefill (the decode worker computes the prompt).
+    ``links`` is the link table as measured when the request is placed (a frozen snapshot); None leaves
+    the plugins' configured table (``PluginEnv.links``)."""
 
     block_hashes: tuple[int, ...]
     prompt_tokens: int
@@ -20,6 +24,7 @@ class RouteRequest:
     request_id: str = ""
     source_host: str | None = None
     kv_bytes_per_token: int = 0
+    links: LinkTable | None = None
 
     @property
     def num_blocks(self) -> int:

@@ -11,6 +11,7 @@ from typing import Protocol
 from .decision import Decision, NoEligibleWorker
 from .disagg_policy import DisaggDecision, DisaggPolicy
 from .hashing import TokenIds, block_hash_list, make_salt
+from .links import LinkTable
 from .pipeline import Pipeline
 from .request import RouteRequest, WorkerState
 
@@ -85,9 +86,12 @@ class Router:
         return decision
 
     def route_decode(self, request: RouteRequest, workers: Sequence[WorkerState], *,
-                     source_host: str | None = None) -> Decision:
+                     source_host: str | None = None, links: LinkTable | None = None) -> Decision:
         """Pick the decode worker for KV prefilled elsewhere; ``source_host`` (the prefill worker's host)
-        prices the KV transfer. The decode worker's own cache is not consulted (``route_local`` does)."""
+        prices the KV transfer over ``links`` (a snapshot of the measured table; None: the configured
+        one). The decode worker's own cache is not consulted (``route_local`` does)."""
         if source_host is not None:
             request = replace(request, source_host=source_host)
+        if links is not None:
+            request = replace(request, links=links)
         return self.decode.route(request, workers, {})

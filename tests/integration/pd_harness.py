@@ -49,21 +49,26 @@ MODEL_NAME = "sim-tiny"
 
 def sim_config(model_dir: Path, *, prefill: int = 2, decode: int = 2, engine_args: dict[str, Any] | None = None,
                transfer: dict[str, Any] | None = None, process_per_worker: bool = False,
+               topology: dict[str, Any] | None = None, decode_profile: str = "decode",
                **server: Any) -> PdserveConfig:
     """A simulated deployment on the ``tiny-fast`` profile (4-token blocks), fast health polling.
     ``engine_args``: sim profile fields (or ``profile``) laid over the harness's; validated with the config.
     ``transfer``: the config's ``transfer`` section. Each pool's workers share one process unless
-    ``process_per_worker`` (so that one can be killed alone)."""
+    ``process_per_worker`` (so that one can be killed alone). ``topology``: the engine's hosts and racks
+    (``engine.topology``); ``decode_profile``: the decode pool's routing preset."""
     args = {"profile": "tiny-fast", "vocab_size": SIM_VOCAB, "eos_token_id": 2, "num_blocks": 1024,
             "max_model_len": 1024, "speedup": 20.0, **(engine_args or {})}
+    engine: dict[str, Any] = {"kind": "sim", "args": args}
+    if topology is not None:
+        engine["topology"] = topology
     return parse_config({
         "apiVersion": "pdserve/v1",
         "model": {"name": MODEL_NAME, "path": str(model_dir)},
-        "engine": {"kind": "sim", "args": args},
+        "engine": engine,
         "prefill": {"replicas": prefill, "workers_per_process": 1 if process_per_worker else max(1, prefill),
                     "routing": {"profile": "kv_aware"}},
         "decode": {"replicas": decode, "workers_per_process": 1 if process_per_worker else max(1, decode),
-                   "routing": {"profile": "decode"}},
+                   "routing": {"profile": decode_profile}},
         "disaggregation": {"min_remote_tokens": 0},
         "transfer": transfer or {},
         "server": {"host": "127.0.0.1", "port": 0, "load_poll_interval_s": 0.1, **server},

@@ -17,6 +17,7 @@ from protocol.types import (
     GenerateCall,
     KvEventBatch,
     KVHandoff,
+    KvPull,
     PrefillCall,
     SamplingSpec,
     TokenChunk,
@@ -74,7 +75,7 @@ def test_info_round_trip_keeps_the_wire_version(version: int) -> None:
 
 def test_a_description_speaks_this_wire_version_and_an_old_worker_reads_as_zero() -> None:
     desc = WorkerDescription(worker_id="w", role="decode", host="h", engine_kind="sim", engine=ENGINE)
-    assert desc.wire_version == WIRE_VERSION == 3
+    assert desc.wire_version == WIRE_VERSION == 4
     unversioned = convert.info_to_pb(desc)
     unversioned.ClearField("wire_version")  # what a worker built before the field existed sends
     assert convert.info_from_pb(wire(unversioned)).wire_version == 0
@@ -118,6 +119,8 @@ def test_prefill_response_carries_the_handoff() -> None:
     TokenChunk(token_ids=(), finished=True, finish_reason="length", num_cached_tokens=3),
     TokenChunk(token_ids=(9,)),
     TokenChunk(token_ids=(4, 5), logprobs=(TokenLogprob(-0.125, ((4, -0.125), (7, -2.5))), TokenLogprob(-3.0))),
+    TokenChunk(token_ids=(3,), kv_pull=KvPull(bytes=5 << 30, seconds=0.0125)),
+    TokenChunk(token_ids=(3,), kv_pull=KvPull(bytes=0, seconds=0.0)),  # an empty pull is still a report
 ])
 def test_token_chunk_round_trip(chunk: TokenChunk) -> None:
     assert convert.token_chunk_from_pb(wire(convert.token_chunk_to_pb(chunk))) == chunk

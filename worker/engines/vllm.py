@@ -9,6 +9,13 @@ endpoint. Load figures come from a custom stat logger.
 
 Process-wide settings (NIXL side-channel port, UCX transports, CPU KV space) are environment
 variables vLLM reads at start; the worker process sets them from ``EngineSpec.env`` before ``start``.
+
+Deltas carry no ``kv_pull`` (always None). vLLM's NixlConnector measures every transfer (NIXL telemetry:
+duration and bytes, ``NixlKVConnectorStats.record_transfer``) but records it without its request id and
+hands the stat loggers only lists aggregated over a step, so no transfer can be tied to a request here;
+the totals go to ``EngineLoad`` (``kv_bytes_pulled``, ``kv_pull_seconds``). The orchestrator then times
+the handoff itself, from the Generate call to the first token: an upper bound of the pull, which also
+holds the decode engine's first step (``orchestrator.flow_meter``).
 """
 
 from __future__ import annotations

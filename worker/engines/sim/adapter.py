@@ -10,9 +10,12 @@ its blocks stay held until ``release_handoff`` (or ``abort``), the lease expirin
 same process finishing its pull, or one in another process reporting its read on the side channel (the NIXL
 completion notification; engines register by engine id while started, so ids must be unique in a process).
 A request with a ``handoff`` allocates blocks for its prompt,
-pulls those not in its own prefix cache over the engine's one link (pulls queue behind each other; each takes
-``link_latency_s + bytes / link_bandwidth_bytes_per_s``, scaled by ``speedup``), then recomputes the last
-prompt token and decodes, so its stream starts with the same first token the prefill sampled. A pull fails
+pulls those not in its own prefix cache through its host's NIC (``worker.engines.sim.nic``: the engines of
+a process naming one ``handoff_host`` share it, and pulls through it queue behind each other; each takes
+``link_latency_s + bytes / link_bandwidth_bytes_per_s``, scaled by ``speedup``, slower between racks of the
+spec's ``sim_topology``), then recomputes the last prompt token and decodes, so its stream starts with the
+same first token the prefill sampled. That first delta reports the pull (``KvPull``): its bytes and the
+modelled seconds from the pull's start to its end, the wait for the NIC included. A pull fails
 with ``KvPullError`` if the source no longer holds the blocks when it ends: an engine of this process is
 asked; for another process's engine the lease deadline is checked and its side channel must still accept a
 connection and still hold the blocks (as NIXL's handshake with a dead peer fails). The side channel is a TCP
@@ -30,14 +33,15 @@ import weakref
 from collections import deque
 from collections.abc import AsyncIterator
 
-from protocol.types import EngineInfo, EngineLoad, KvEventBatch, KVHandoff
+from protocol.types import EngineInfo, EngineLoad, KvEventBatch, KVHandoff, KvPull
 from worker.engine import EngineRequest, EngineSpec, HandoffVoid, TokenDelta, register_engine
 from worker.engines.sim.engine import Output, SimEngineCore
+from worker.engines.sim.nic import LinkModel, nic_for
 from worker.engines.sim.profile import profile_for
 from worker.engines.sim.scheduler import Pull
 from worker.engines.sim.side_channel import notify_read, open_side_channel
 from worker.engines.sim.stream import RequestStream
-from worker.engines.sim.timing import kv_bytes, transfer_time
+from worker.engines.sim.timing import kv_bytes
 
 MAX_PENDING_EVENT_BATCHES = 4096  # beyond this the oldest are dropped; the reader sees a seq gap
 _MAX_CLOCK_LAG_S = 0.05  # how far behind its modelled clock the loop may run and still catch up
@@ -67,7 +71,8 @@ class SimEngine:
         self._events: deque[KvEventBatch] = deque(maxlen=MAX_PENDING_EVENT_BATCHES)
         self._events_ready = asyncio.Event()
         self._wake = asyncio.Event()
-        self._link_free_at = 0.0
+        self._nic = nic_for(self.profile.handoff_host)
+        self._link = LinkModel(self.profile, self.profile.handoff_host, spec.sim_topology)
         self._side_channel: asyncio.Server | None = None
         self._side_channel_port = self.profile.handoff_port
         self._task: asyncio.Task[None] | None = None
@@ -219,20 +224,24 @@ class SimEngine:
             lease_deadline=time.time() + lease)
 
     def _start_pull(self, pull: Pull) -> None:
+        """Queue the pull on this host's NIC; it ends after the transfer time from its source host."""
         loop = asyncio.get_running_loop()
-        seconds = transfer_time(self.profile, kv_bytes(self.profile, pull.num_blocks))
-        done = max(loop.time(), self._link_free_at) + seconds
-        self._link_free_at = done
-        self._pulls[pull.seq_id] = loop.call_at(done, self._end_pull, pull, seconds)
+        stream = self._streams.get(pull.seq_id)
+        source = stream.request.handoff.host if stream is not None and stream.request.handoff else ""
+        nbytes = kv_bytes(self.profile, pull.num_blocks)
+        seconds = self._link.transfer_seconds(source, nbytes)
+        now = loop.time()
+        done = self._nic.reserve(now, seconds) if seconds > 0 else now
+        self._pulls[pull.seq_id] = loop.call_at(done, self._end_pull, pull, seconds, KvPull(nbytes, done - now))
 
-    def _end_pull(self, pull: Pull, seconds: float) -> None:
+    def _end_pull(self, pull: Pull, seconds: float, report: KvPull) -> None:
         """The modelled transfer time is over: check the source, then finish (a task, for the check)."""
         self._pulls.pop(pull.seq_id, None)
-        task = asyncio.create_task(self._finish_pull(pull, seconds), name=f"pull-{pull.seq_id}")
+        task = asyncio.create_task(self._finish_pull(pull, seconds, report), name=f"pull-{pull.seq_id}")
         self._checks.add(task)
         task.add_done_callback(self._checks.discard)
 
-    async def _finish_pull(self, pull: Pull, seconds: float) -> None:
+    async def _finish_pull(self, pull: Pull, seconds: float, report: KvPull) -> None:
         stream = self._streams.get(pull.seq_id)
         if stream is None:
             return
@@ -250,6 +259,7 @@ class SimEngine:
             stream.fail(KvPullError(reason, f"request {pull.seq_id!r}: {error}"))
         else:
             self.core.pull_done(pull, seconds)
+            stream.pull = report
             source = _PEERS.get(handoff.engine_id)
             if source is not None:
                 source.release_handoff(handoff.request_id)

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import asyncio
 
-from protocol.types import KVHandoff
+from protocol.types import KVHandoff, KvPull
 from worker.engine import EngineRequest, TokenDelta
 
 
 class RequestStream:
     """Tokens produced for one request and not yet taken by its ``generate`` consumer."""
 
-    __slots__ = ("cached", "error", "finish", "handoff", "ready", "request", "tokens")
+    __slots__ = ("cached", "error", "finish", "handoff", "pull", "ready", "request", "tokens")
 
     def __init__(self, request: EngineRequest) -> None:
         self.request = request
@@ -21,6 +21,7 @@ class RequestStream:
         self.cached = 0
         self.handoff: KVHandoff | None = None
         self.error: BaseException | None = None
+        self.pull: KvPull | None = None  # the finished pull's figures, for the next delta only
         self.ready = asyncio.Event()
 
     def push(self, tokens: tuple[int, ...], finish: str | None, cached: int,
@@ -40,6 +41,6 @@ class RequestStream:
         if self.error is not None:
             raise self.error
         delta = TokenDelta(tuple(self.tokens), finished=self.finish is not None, finish_reason=self.finish,
-                           num_cached_tokens=self.cached, handoff=self.handoff)
-        self.tokens = []
+                           num_cached_tokens=self.cached, kv_pull=self.pull, handoff=self.handoff)
+        self.tokens, self.pull = [], None
         return delta
