@@ -27,6 +27,7 @@ from collections.abc import AsyncGenerator
 from orchestrator.config import ServerConfig
 from orchestrator.errors import NoHealthyWorker, WorkerError
 from orchestrator.flow_meter import FlowMeter
+from orchestrator.handoff_watch import until_source_lost
 from orchestrator.metrics import Metrics
 from orchestrator.placement import FlowRequest, Placement, Seat
 from orchestrator.pools.pool import WorkerHandle, WorkerPool
@@ -282,10 +283,13 @@ class RequestFlow:
         meter = self._meter.stream(placement, handle.host, self._source_host(placement), time.perf_counter())
         finished = False
         try:
-            async for chunk in handle.client.generate(
+            chunks = handle.client.generate(
                 call, self._server.first_token_timeout_s, self._server.inter_token_timeout_s,
                 deadline_s=self._server.request_timeout_s,  # no decode outlives the request, even unobserved
-            ):
+            )
+            source = self._prefill.find(placement.prefill_worker) if self._prefill and placement.prefill_worker \
+                else None
+            async for chunk in until_source_lost(chunks, source, placement.decode_worker):
                 if meter.chunk(chunk, time.perf_counter()):
                     placement.seat.prefilled()
                 finished = chunk.finished

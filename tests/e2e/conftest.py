@@ -49,4 +49,5 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     monitor kills actors when the host passes 95% memory, which the session's shared engines (tiny
     pd_server + reference vLLM) would push it towards if they were already up."""
     first = [item for item in items if "test_ray_job_default_model" in item.nodeid]
+    first += [item for item in items if "test_two_node_ray" in item.nodeid]
     items[:] = first + [item for item in items if item not in first]
