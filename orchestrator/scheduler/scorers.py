@@ -83,7 +83,9 @@ class SessionScorer(Scorer):
 class KvAwareScorer(Scorer):
     """Estimated time to first token: ``overhead + (queued prefill tokens + uncached prompt tokens) /
     prefill tokens per second``, where uncached tokens subtract the worker's matched prefix. Score = best
-    estimate / this estimate, in (0, 1]. Workers reporting no speed use ``default_tokens_per_s``."""
+    estimate / this estimate, in (0, 1]. A worker with no measured speed yet (just started, restarted or
+    added by scaling) is assumed as fast as the fastest measured candidate, so it gets tried and measured
+    rather than starved by a pessimistic guess; with no measurement at all, ``default_tokens_per_s``."""
 
     labels = frozenset({"kv_aware"})
 
@@ -99,8 +101,9 @@ class KvAwareScorer(Scorer):
     def estimates(self, cands: Candidates) -> list[float]:
         """Estimated seconds to first token on each candidate."""
         req = cands.request
+        unknown = max((w.prefill_tokens_per_s for w in cands.workers), default=0.0) or self.default_rate
         return [self.overhead_s + (w.queued_prefill_tokens + req.uncached_tokens(cands.matched(w)))
-                / (w.prefill_tokens_per_s or self.default_rate) for w in cands.workers]
+                / (w.prefill_tokens_per_s or unknown) for w in cands.workers]
 
     def score(self, cands: Candidates) -> Sequence[float] | None:
         times = self.estimates(cands)

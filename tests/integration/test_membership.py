@@ -25,10 +25,12 @@ from orchestrator.launch.plan import plan_processes
 
 
 class SteadyLoad:
-    """One client sending completion requests back to back (each bounded by ``timeout_s``) until stopped, at
-    most ``max_requests``. Records each request's status, decode worker and seconds."""
+    """One client sending completion requests ``gap_s`` apart (each bounded by ``timeout_s``) until stopped,
+    at most ``max_requests`` (a bound far above what a test's minute sends: the load must not run out
+    while the test still waits on it). Records each request's status, prefill and decode worker, seconds."""
 
-    def __init__(self, url: str, max_requests: int = 2000, timeout_s: float = 20.0) -> None:
+    def __init__(self, url: str, max_requests: int = 20_000, timeout_s: float = 20.0, gap_s: float = 0.02) -> None:
+        self._gap = gap_s
         self.results: list[tuple[int, str, str, float]] = []
         self._url, self._max, self._timeout = url, max_requests, timeout_s
         self._stop = threading.Event()
@@ -44,7 +46,7 @@ class SteadyLoad:
 
     def _run(self) -> None:
         with httpx.Client(timeout=self._timeout) as client:
-            while not self._stop.is_set() and len(self.results) < self._max:
+            while not self._stop.wait(self._gap) and len(self.results) < self._max:
                 start = time.monotonic()
                 # A prompt sharing no first block with any other: no cached prefix (not even a chat
                 # template's) pins the load to one worker, so every healthy worker gets its share.

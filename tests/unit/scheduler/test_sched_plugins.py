@@ -66,8 +66,24 @@ def test_kv_aware_estimate_is_queue_plus_uncached_over_rate() -> None:
     scorer = KvAwareScorer(KvAwareScorer.Params(default_tokens_per_s=1000, overhead_s=0.5), PluginEnv())
     cands = Candidates(request(blocks=4, block_size=16),
                        (W("a", queued_prefill_tokens=100), W("b", prefill_tokens_per_s=2000)), {"a": 2})
-    # a: 0.5 + (100 + 64 - 32) / 1000; b: 0.5 + 64 / 2000
-    assert KvAwareScorer.estimates(scorer, cands) == pytest.approx([0.632, 0.532])
+    # a is not measured yet: as fast as the fastest measured candidate. a: 0.5 + (100 + 64 - 32) / 2000;
+    # b: 0.5 + 64 / 2000
+    assert KvAwareScorer.estimates(scorer, cands) == pytest.approx([0.566, 0.532])
+    # Nobody measured: the default rate. 0.5 + 132 / 1000 and 0.5 + 64 / 1000
+    unmeasured = Candidates(cands.request, (W("a", queued_prefill_tokens=100), W("b")), {"a": 2})
+    assert KvAwareScorer.estimates(scorer, unmeasured) == pytest.approx([0.632, 0.564])
+
+
+def test_kv_aware_tries_a_worker_not_measured_yet() -> None:
+    from orchestrator.scheduler.plugin import Candidates
+    from orchestrator.scheduler.scorers import KvAwareScorer
+
+    # A worker that just joined (no speed yet) beside a measured one, both idle: the newcomer is not
+    # starved by the default rate being far below what the measured worker does.
+    scorer = KvAwareScorer(KvAwareScorer.Params(default_tokens_per_s=1000), PluginEnv())
+    cands = Candidates(request(blocks=4, block_size=16),
+                       (W("old", prefill_tokens_per_s=50_000), W("new")), {})
+    assert scorer.score(cands) == pytest.approx([1.0, 1.0])
 
 
 def test_session_is_sticky_and_spreads_keys() -> None:
