@@ -5,7 +5,6 @@ it answers a question sensibly, and ``ray job stop`` leaves no pdserve or vLLM p
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import signal
@@ -16,48 +15,21 @@ import time
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
 from orchestrator.model_prep import prepare_smollm2
 from tests.e2e.proctree import thread_cores, worker_processes
+from tests.e2e.rayjob import BIN, RayCli, our_processes, stop_leaves_nothing, submit_and_wait, wait_dashboard
 from tests.e2e.servers import ROOT
 from transfer.ports import free_ports
 
 pytestmark = pytest.mark.e2e
-BIN = Path(sys.executable).parent
 # Ray 2.60's dashboard (and so `ray job submit`) requires a token; loopback-only single-node cluster.
 RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token",
            "RAY_AUTH_TOKEN": secrets.token_hex(16)}
 
 
-def _ray(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "ray"), *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          check=False, env={**os.environ, **RAY_ENV})
-
-
-def _our_processes(marker: str) -> set[int]:
-    """pdserve processes whose command line carries this test's marker, and all their descendants."""
-    roots = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        with contextlib.suppress(psutil.Error):
-            if marker in " ".join(proc.info["cmdline"] or []):
-                roots.append(proc)
-    pids = set()
-    for proc in roots:
-        with contextlib.suppress(psutil.Error):
-            pids.add(proc.pid)
-            pids.update(child.pid for child in proc.children(recursive=True))
-    return pids
-
-
-def _alive(pids: set[int]) -> set[int]:
-    alive = set()
-    for pid in pids:
-        with contextlib.suppress(psutil.Error):
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                alive.add(pid)
-    return alive
+_ray = RayCli(RAY_ENV)
 
 
 def test_ray_job_submit_serves_default_model_and_stops_clean() -> None:
@@ -77,33 +49,12 @@ def test_ray_job_submit_serves_default_model_and_stops_clean() -> None:
     address = f"http://127.0.0.1:{dash}"
     job_id = f"pdserve-test-{os.getpid()}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{address}/api/version", timeout=2).status_code in (200, 401):
-                    break
-            assert head.poll() is None and time.monotonic() < deadline, "ray head did not start"
-            time.sleep(1)
+        wait_dashboard(address, head, time.monotonic() + 180, ready_dir / "ray-head.log")
         ready = ready_dir / "url"
         runtime_env = {"env_vars": {"PDSERVE_IPC_DIR": str(ready_dir), "PYTHONUNBUFFERED": "1"}}
-        deadline = time.monotonic() + 180
-        while True:  # the dashboard answers before the node's job agent has registered
-            submitted = _ray("job", "submit", "--address", address, "--no-wait", "--submission-id", job_id,
-                             "--runtime-env-json", json.dumps(runtime_env), "--",
-                             sys.executable, "-m", "orchestrator.cli", "up", "--config", "configs/local-cpu.yaml",
-                             "--set", "server.port=0", "--set", f"model.path={model}", "--ready-file", str(ready))
-            if submitted.returncode == 0 or "No available agent" not in submitted.stderr:
-                break
-            assert time.monotonic() < deadline, submitted.stderr[-2000:]
-            time.sleep(3)
-        assert submitted.returncode == 0, submitted.stderr[-4000:]
-        deadline = time.monotonic() + 900
-        while not ready.exists():
-            status = _ray("job", "status", "--address", address, job_id).stdout
-            assert "FAILED" not in status and time.monotonic() < deadline, _ray(
-                "job", "logs", "--address", address, job_id).stdout[-4000:]
-            time.sleep(2)
-        url = ready.read_text().strip()
+        entry = [sys.executable, "-m", "orchestrator.cli", "up", "--config", "configs/local-cpu.yaml",
+                 "--set", "server.port=0", "--set", f"model.path={model}", "--ready-file", str(ready)]
+        url = submit_and_wait(_ray, address, job_id, runtime_env, entry, ready, time.monotonic() + 180, 900)
         reply = httpx.post(f"{url}/v1/chat/completions", timeout=120, json={
             "model": "SmolLM2-135M-Instruct", "max_tokens": 24, "temperature": 0,
             "messages": [{"role": "user", "content": "What is the capital of France?"}]})
@@ -111,7 +62,7 @@ def test_ray_job_submit_serves_default_model_and_stops_clean() -> None:
         answer = reply.json()["choices"][0]["message"]["content"]
         assert "Paris" in answer, answer
         assert reply.headers["x-prefill-worker"] == "prefill-0"
-        ours = _our_processes(str(ready_dir))
+        ours = our_processes(str(ready_dir))
         assert len(ours) >= 2  # pdserve up and at least the worker processes
         # Each engine computes on its own core: every thread of the prefill worker's processes (vLLM's
         # engine core and model runner included) on cores none of the decode worker's threads may use.
@@ -121,12 +72,7 @@ def test_ray_job_submit_serves_default_model_and_stops_clean() -> None:
         prefill_cores = set().union(*prefill.values())
         decode_cores = set().union(*decode.values())
         assert not prefill_cores & decode_cores, (prefill, decode)
-        stopped = _ray("job", "stop", "--address", address, job_id, timeout=180)
-        assert stopped.returncode == 0, stopped.stderr
-        deadline = time.monotonic() + 90
-        while _alive(ours) and time.monotonic() < deadline:
-            time.sleep(1)
-        assert not _alive(ours), f"left behind: {sorted(_alive(ours))}"
+        stop_leaves_nothing(_ray, address, job_id, ours)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(head.pid, signal.SIGTERM)

@@ -7,7 +7,6 @@ vLLM instance's, and ``ray job stop`` leaves no pdserve or vLLM process behind o
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
 import secrets
@@ -23,20 +22,17 @@ import httpx
 import pytest
 
 from tests.e2e.promtext import sample
+from tests.e2e.rayjob import BIN, RayCli, our_processes, stop_leaves_nothing, submit_and_wait, wait_dashboard
 from tests.e2e.servers import ROOT, Server
-from tests.e2e.test_ray_job_default_model import _alive, _our_processes
 from transfer.ports import free_ports
 
 pytestmark = pytest.mark.e2e
-BIN = Path(sys.executable).parent
 HEAD, NODE = "127.0.0.3", "127.0.0.2"
 # Several nodes on one host need the multi-node switch on; token auth is what Ray 2.60's job API wants.
 RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
 
 
-def _ray(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "ray"), *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          check=False, env={**os.environ, **RAY_ENV})
+_ray = RayCli(RAY_ENV)
 
 
 def _start_node(args: list[str], log: IO[bytes]) -> subprocess.Popen[bytes]:
@@ -83,12 +79,7 @@ def test_two_node_cluster_places_pools_on_their_nodes(tiny_model: Path, referenc
     job_id = f"pdserve-2node-{os.getpid()}"
     try:
         deadline = time.monotonic() + 240
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{address}/api/version", timeout=2).status_code in (200, 401):
-                    break
-            assert head.poll() is None and time.monotonic() < deadline, (ray_dir / "head.log").read_text()[-3000:]
-            time.sleep(1)
+        wait_dashboard(address, head, deadline, ray_dir / "head.log")
         node = _start_node([f"--address={HEAD}:{gcs}", f"--node-ip-address={NODE}", "--labels=pdserve-pool=decode",
                             f"--temp-dir={ray_dir / 'node'}"], node_log)
         _wait_nodes(f"{HEAD}:{gcs}", 2, deadline)
@@ -100,21 +91,7 @@ def test_two_node_cluster_places_pools_on_their_nodes(tiny_model: Path, referenc
                  "--ready-file", str(ready)]
         for item in overrides:
             entry += ["--set", item]
-        while True:  # the dashboard answers before the node's job agent has registered
-            submitted = _ray("job", "submit", "--address", address, "--no-wait", "--submission-id", job_id,
-                             "--runtime-env-json", json.dumps(runtime_env), "--", *entry)
-            if submitted.returncode == 0 or "No available agent" not in submitted.stderr:
-                break
-            assert time.monotonic() < deadline, submitted.stderr[-2000:]
-            time.sleep(3)
-        assert submitted.returncode == 0, submitted.stderr[-4000:]
-        deadline = time.monotonic() + 600
-        while not ready.exists():
-            status = _ray("job", "status", "--address", address, job_id).stdout
-            assert "FAILED" not in status and time.monotonic() < deadline, _ray(
-                "job", "logs", "--address", address, job_id).stdout[-4000:]
-            time.sleep(2)
-        url = ready.read_text().strip()
+        url = submit_and_wait(_ray, address, job_id, runtime_env, entry, ready, deadline, 600)
 
         rows = {row["id"]: row for row in httpx.get(f"{url}/admin/workers", timeout=10).json()["data"]}
         prefill, decode = rows["prefill-0"], rows["decode-0"]
@@ -139,14 +116,9 @@ def test_two_node_cluster_places_pools_on_their_nodes(tiny_model: Path, referenc
         assert sample(url, "pdserve_worker_load", worker="decode-0", figure="kv_blocks_pulled") >= sum(
             -(-len(p) // 32) for p in prompts)
 
-        ours = _our_processes(str(workdir))
+        ours = our_processes(str(workdir))
         assert len(ours) >= 3  # pdserve up and both workers' processes
-        stopped = _ray("job", "stop", "--address", address, job_id, timeout=180)
-        assert stopped.returncode == 0, stopped.stderr
-        deadline = time.monotonic() + 90
-        while _alive(ours) and time.monotonic() < deadline:
-            time.sleep(1)
-        assert not _alive(ours), f"left behind: {sorted(_alive(ours))}"
+        stop_leaves_nothing(_ray, address, job_id, ours)
     finally:
         for proc in (node, head):
             if proc is not None:
