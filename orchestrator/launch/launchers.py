@@ -89,14 +89,14 @@ class LocalLauncher:
 class _WorkerHost:
     """Ray actor body: owns one ``WorkerProcess``. Sync actor, so Popen runs on its main thread and
     the child's parent-death signal is tied to the actor process itself. The worker learns its node's
-    address from Ray (``PDSERVE_NODE_IP``) and binds there."""
+    address (``PDSERVE_NODE_IP``): ``node_ip`` when the launcher names one, else Ray's for the node."""
 
-    def __init__(self, name: str, specs_json: list[str]) -> None:
+    def __init__(self, name: str, specs_json: list[str], node_ip: str | None = None) -> None:
         import ray
 
         from protocol.launch import WorkerLaunchSpec
 
-        env = {"PDSERVE_NODE_IP": ray.util.get_node_ip_address()}
+        env = {"PDSERVE_NODE_IP": node_ip or ray.util.get_node_ip_address()}
         self._proc = WorkerProcess(name, tuple(WorkerLaunchSpec.from_json(s) for s in specs_json), env=env)
 
     def start(self, timeout_s: float) -> list[WorkerEndpoint]:
@@ -115,7 +115,8 @@ class _WorkerHost:
 
 class RayLauncher:
     """Pools as Ray actors, one per process plan. Owns the Ray connection it opened and the placement
-    groups it reserved; ``stop`` kills actors, removes the groups, then disconnects."""
+    groups it reserved; ``stop`` kills actors, removes the groups, then disconnects. Workers bind their
+    node's address as Ray reports it, or loopback when the cluster is one node (see ``_node_ip``)."""
 
     def __init__(self, address: str | None = None, namespace: str = "pdserve", num_cpus: int | None = None) -> None:
         import ray
@@ -163,8 +164,16 @@ class RayLauncher:
             options["scheduling_strategy"] = "SPREAD"
         return options
 
+    def _node_ip(self) -> str | None:
+        """127.0.0.1 on a one-node cluster (Ray reports a host's network address even for a node started on
+        loopback, and nothing off this machine needs to reach its workers); None otherwise: each node's own
+        address as Ray reports it."""
+        nodes = [n for n in self._ray.nodes() if n.get("Alive")]
+        return "127.0.0.1" if len(nodes) <= 1 else None
+
     def _spawn(self, plan: ProcessPlan) -> Any:
-        actor = self._host_cls.options(**self._options(plan)).remote(plan.name, [w.to_json() for w in plan.workers])
+        actor = self._host_cls.options(**self._options(plan)).remote(
+            plan.name, [w.to_json() for w in plan.workers], self._node_ip())
         self._actors[plan.name] = actor
         self._plans[plan.name] = plan
         return actor

@@ -62,6 +62,10 @@ def test_ray_job_submit_serves_default_model_and_stops_clean() -> None:
         answer = reply.json()["choices"][0]["message"]["content"]
         assert "Paris" in answer, answer
         assert reply.headers["x-prefill-worker"] == "prefill-0"
+        # One node: every worker binds loopback (Ray itself reports the host's network address here).
+        for row in httpx.get(f"{url}/admin/workers", timeout=10).json()["data"]:
+            assert row["node"] == "127.0.0.1" and row["address"].startswith("127.0.0.1:"), row
+            assert row["side_channel"].startswith("127.0.0.1:"), row
         ours = our_processes(str(ready_dir))
         assert len(ours) >= 2  # pdserve up and at least the worker processes
         # Each engine computes on its own core: every thread of the prefill worker's processes (vLLM's
