@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-_COLUMNS = ("id", "pool", "state", "node", "address", "side_channel", "in_flight", "restarts", "pid")
+_COLUMNS = ("id", "model", "pool", "state", "node", "address", "side_channel", "in_flight", "restarts", "pid")
 
 
 class AdminError(RuntimeError):
@@ -81,8 +81,12 @@ def cmd_workers(args: argparse.Namespace) -> int:
 
 
 def cmd_scale(args: argparse.Namespace) -> int:
-    order = _call(args, "POST", f"/admin/pools/{args.pool}/scale", {"replicas": args.replicas})
-    print(f"{args.pool} -> {args.replicas}: adding {', '.join(order['adding']) or 'none'}; "
+    body: dict[str, Any] = {"replicas": args.replicas}
+    if args.model is not None:
+        body["model"] = args.model
+    order = _call(args, "POST", f"/admin/pools/{args.pool}/scale", body)
+    pool = f"{args.model} {args.pool}" if args.model else args.pool
+    print(f"{pool} -> {args.replicas}: adding {', '.join(order['adding']) or 'none'}; "
           f"draining {', '.join(order['draining']) or 'none'}")
     if args.wait:
         _wait(args, list(order["adding"]), list(order["draining"]))
@@ -125,6 +129,7 @@ def add_admin_commands(sub: Any) -> None:
     scale = sub.add_parser("scale", parents=[common, waiting], help="grow or shrink a pool of a running server")
     scale.add_argument("pool", choices=["prefill", "decode"])
     scale.add_argument("replicas", type=int)
+    scale.add_argument("--model", default=None, help="the pool's model (required when the server serves several)")
     scale.set_defaults(func=_guarded(cmd_scale))
     drain = sub.add_parser("drain", parents=[common, waiting],
                            help="stop sending a worker new requests and retire it once idle")

@@ -59,48 +59,52 @@ class _Server:
         raise RuntimeError("server is not listening")
 
 
-async def _serve(config, launched, ready_file: str | None) -> None:  # type: ignore[no-untyped-def]
+async def _serve(deployment, launched, ready_file: str | None) -> None:  # type: ignore[no-untyped-def]
     from orchestrator.api.app import create_app
     from orchestrator.api.text import Tokenizer
     from orchestrator.frontend import Frontend
-    from orchestrator.membership.controller import Membership
-    from orchestrator.service import Service
+    from orchestrator.serving import close_models, open_models
 
     launcher, run_id, plans, endpoints = launched
-    service = await Service.connect(config, endpoints)
-    membership = Membership(service, launcher, run_id=run_id, plans=plans, endpoints=endpoints)
-    membership.start()  # restarts workers whose process dies; scales and drains on the admin's request
-    tokenizer = Tokenizer(str(config.model.resolved_path))
-    server = _Server(create_app(Frontend(service, membership), tokenizer), config.server.host, config.server.port)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, lambda: setattr(server.server, "should_exit", True))
-    task = asyncio.create_task(server.server.serve())
-    while not server.server.started and not task.done():
-        await asyncio.sleep(0.05)
-    if task.done():
-        await task
-        return
-    url = f"http://{config.server.host}:{server.bound_port()}"
-    print(f"PDSERVE_READY {url}", flush=True)
-    log.info("serving %s at %s/v1 (prefill %d, decode %d workers)", config.model.name, url,
-             len(service.prefill or []), len(service.decode))
-    if ready_file:
-        Path(ready_file).write_text(url + "\n")
+    served = await open_models(deployment, endpoints, launcher, run_id=run_id, plans=plans)
     try:
+        tokenizers = {config.model.name: Tokenizer(str(config.model.resolved_path)) for config in deployment}
+        shared = deployment.shared.server
+        server = _Server(create_app(Frontend(served), tokenizers), shared.host, shared.port)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, lambda: setattr(server.server, "should_exit", True))
+        task = asyncio.create_task(server.server.serve())
+        while not server.server.started and not task.done():
+            await asyncio.sleep(0.05)
+        if task.done():
+            await task
+            return
+        url = f"http://{shared.host}:{server.bound_port()}"
+        print(f"PDSERVE_READY {url}", flush=True)
+        for service, _ in served:
+            log.info("serving %s at %s/v1 (prefill %d, decode %d workers)", service.config.model.name, url,
+                     len(service.prefill or []), len(service.decode))
+        if ready_file:
+            Path(ready_file).write_text(url + "\n")
         await task
     finally:
-        await membership.close()
-        await service.close()
+        await close_models(served)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from orchestrator.config import load_config, parse_overrides
+    from orchestrator.config import ConfigError, parse_overrides
+    from orchestrator.deployment import load_deployment
     from orchestrator.launch.launchers import LAUNCHERS
-    from orchestrator.launch.plan import plan_processes
+    from orchestrator.launch.plan import plan_deployment
 
-    config = load_config(args.config, parse_overrides(args.set or []))
-    _prepare_model(config)
+    try:
+        deployment = load_deployment(args.config, parse_overrides(args.set or []))
+    except ConfigError as exc:
+        raise SystemExit(str(exc)) from None
+    for model in deployment:
+        _prepare_model(model)
+    config = deployment.shared
     if config.auth.keys_file is not None:  # checked before any worker starts
         from orchestrator.auth.keys import read_keys
 
@@ -123,12 +127,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, stop_now) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         run_id = uuid.uuid4().hex[:8]
-        plans = plan_processes(config, run_id=run_id)
+        plans = plan_deployment(deployment, run_id=run_id)
         log.info("starting %d worker process(es) with the %s launcher", len(plans), args.launcher)
         endpoints = launcher.start(plans, config.server.worker_start_timeout_s)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        asyncio.run(_serve(config, (launcher, run_id, plans, endpoints), args.ready_file))
+        asyncio.run(_serve(deployment, (launcher, run_id, plans, endpoints), args.ready_file))
     except KeyboardInterrupt:
         log.info("interrupted")
     finally:
@@ -154,14 +158,18 @@ def cmd_model_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    from orchestrator.config import ConfigError, load_config, parse_overrides
+    from orchestrator.config import ConfigError, parse_overrides
+    from orchestrator.deployment import load_deployment
 
     try:
-        config = load_config(args.config, parse_overrides(args.set or []))
+        deployment = load_deployment(args.config, parse_overrides(args.set or []))
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    print(config.model_dump_json(indent=2))
+    if len(deployment) == 1:
+        print(deployment.shared.model_dump_json(indent=2))
+    else:  # each model resolved, shared sections included
+        print("[\n" + ",\n".join(m.model_dump_json(indent=2) for m in deployment) + "\n]")
     return 0
 
 

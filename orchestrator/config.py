@@ -37,11 +37,15 @@ class _Strict(BaseModel):
 
 
 class ModelConfig(_Strict):
-    """The served model. ``name`` is what clients send as ``model``; ``path`` a local HF folder."""
+    """The served model. ``name`` is what clients send as ``model``; ``path`` a local HF folder.
+    ``key``: the model's short name in worker and process ids (``{key}.prefill-0``) when one front end
+    serves several models (``orchestrator.deployment`` fills it in from the name when unset); None for a
+    deployment of one model, whose ids stay ``prefill-0``."""
 
     name: str
     path: str
     prepare: Literal["smollm2", "tiny"] | None = None
+    key: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=40)
 
     @property
     def resolved_path(self) -> Path:
@@ -176,6 +180,12 @@ class CpuConfig(_Strict):
 
     bind: Literal["auto", "none"] = "auto"
     frontend_cores: int = Field(default=1, ge=0)
+    # How many vLLM workers split the host, and the slot of this model's first one. None: this model's
+    # configured workers alone. A deployment of several models sets them so that every model's workers
+    # get cores of their own (``orchestrator.deployment``); set them by hand only to run two pdserve
+    # deployments side by side on one host.
+    host_slots: int | None = Field(default=None, ge=1)
+    slot_offset: int = Field(default=0, ge=0)
 
 
 class NetworkConfig(_Strict):
@@ -247,6 +257,12 @@ class PdserveConfig(_Strict):
         pool_args_problems(self.engine.args, {name: getattr(self, name).engine_args for name in POOLS})
         return self
 
+    @property
+    def worker_prefix(self) -> str:
+        """What this model's worker and process ids start with: ``{model.key}.``, or nothing for a
+        deployment of one model."""
+        return f"{self.model.key}." if self.model.key else ""
+
     def engine_args_for(self, pool: PoolConfig) -> VllmArgs | SimArgs:
         """The engine arguments of ``pool``'s workers: ``engine.args`` with the pool's overrides."""
         return merge_args(self.engine.args, pool.engine_args)
@@ -261,30 +277,53 @@ class ConfigError(ValueError):
 
 
 def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    node = tree
-    *parents, leaf = dotted.split(".")
-    for key in parents:
-        node = node.setdefault(key, {})
-        if not isinstance(node, dict):
-            raise ConfigError("--set", [f"{dotted}: {key} is not a mapping"])
-    node[leaf] = value
+    """Set ``tree``'s value at ``dotted`` (mutated); a number steps into a list (``models.0.prefill``)."""
+    keys = dotted.split(".")
+    node: Any = tree
+    for depth, key in enumerate(keys):
+        last = depth == len(keys) - 1
+        if isinstance(node, list):
+            if not (key.isdigit() and int(key) < len(node)):
+                raise ConfigError("--set", [f"{dotted}: {key} is not an index of a list of {len(node)}"])
+            if last:
+                node[int(key)] = value
+            else:
+                node = node[int(key)]
+        elif isinstance(node, dict):
+            if last:
+                node[key] = value
+            else:
+                node = node.setdefault(key, {})
+        else:
+            raise ConfigError("--set", [f"{dotted}: {keys[depth - 1]} is not a mapping"])
 
 
-def parse_config(raw: Any, source: str = "<config>", overrides: dict[str, Any] | None = None) -> PdserveConfig:
-    """Validate a loaded YAML tree (plus dotted overrides); raise ``ConfigError`` listing all errors."""
+def with_overrides(raw: Any, source: str, overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """A copy of the loaded YAML tree with the dotted overrides set (the caller's tree is not written)."""
     if not isinstance(raw, dict):
         raise ConfigError(source, ["<root>: expected a mapping"])
-    tree = copy.deepcopy(raw)  # overrides must not write into the caller's tree
+    tree = copy.deepcopy(raw)
     for dotted, value in (overrides or {}).items():
         _set_path(tree, dotted, value)
+    return tree
+
+
+def validate_config(tree: dict[str, Any], source: str, at: str = "") -> PdserveConfig:
+    """Validate one model's tree; ``ConfigError`` lists every problem, its path prefixed with ``at``."""
     try:
         return PdserveConfig.model_validate(tree)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
             path = ".".join(str(p) for p in err["loc"] if not str(p).startswith("<")) or "<root>"
-            problems.append(f"{path}: {err['msg']}")
+            problems.append(f"{at}{path}: {err['msg']}")
         raise ConfigError(source, problems) from None
+
+
+def parse_config(raw: Any, source: str = "<config>", overrides: dict[str, Any] | None = None) -> PdserveConfig:
+    """Validate a loaded YAML tree of one model (plus dotted overrides); raise ``ConfigError`` listing all
+    errors. A tree with ``models:`` is a deployment of several: ``orchestrator.deployment`` reads it."""
+    return validate_config(with_overrides(raw, source, overrides), source)
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> PdserveConfig:

@@ -1,20 +1,22 @@
 """What the HTTP front end may ask of the running service, and nothing more.
 
-The routes (``orchestrator.api``) hold one ``Frontend`` and never reach into the service's pools,
-router or config. It offers:
+The routes (``orchestrator.api``) hold one ``Frontend`` and never reach into the services' pools,
+routers or configs. It offers:
 
-- ``model``: the served model's name and context length (``ModelCard``);
+- ``models`` / ``model(name)``: the served models (``ModelCard``: name and context length), and one of
+  them as a ``ServedModel`` (``KeyError`` for a name not served). A ``ServedModel`` has the request
+  flow (``orchestrator.flow``): ``place`` (route + prefill), ``stream`` (the decode) and ``release``;
+  they raise ``NoHealthyWorker`` or ``WorkerError`` (``orchestrator.errors``); cancelling ``place`` or
+  closing ``stream`` early aborts the request on its worker; every placement must be ``release``d once
+  its answer is done or abandoned (a no-op when its stream ran). ``record_outcome`` / ``observe_cached``
+  count how a request ended (``pdserve_requests_total`` by model, endpoint and outcome) and the cached
+  prompt tokens the engine reported;
 - ``request_timeout_s``: the deadline of one request's decode (``server.request_timeout_s``);
 - ``limits``: the bounds on one HTTP request (``limits:``, ``LimitsConfig``);
-- ``place`` / ``stream`` / ``release``: the request flow (``orchestrator.flow``): route + prefill, then
-  the decode stream. They raise ``NoHealthyWorker`` or ``WorkerError`` (``orchestrator.errors``);
-  cancelling ``place`` or closing ``stream`` early aborts the request on its worker; every placement
-  must be ``release``d once its answer is done or abandoned (a no-op when its stream ran);
-- ``record_outcome`` / ``observe_cached``: how a request ended (``pdserve_requests_total`` by endpoint
-  and outcome) and the cached prompt tokens the engine reported;
 - ``auth`` / ``authenticate`` / ``admit``: API keys, tenants and admission limits (``orchestrator.auth``):
   who calls, and whether a request may start now (a ``Ticket`` to release, or ``Refused``);
-- ``health``: a ``HealthReport`` (ok / degraded / unavailable, and every worker of each pool);
+- ``health``: a ``DeploymentHealth`` (ok / degraded / unavailable, and each model's ``HealthReport``
+  with every worker of each pool);
 - ``metrics_text``: the Prometheus exposition, with the per-worker load gauges refreshed;
 - ``workers`` / ``scale`` / ``drain``: the registry of workers and the admin's changes to it
   (``orchestrator.membership``; they raise ``MembershipError``).
@@ -25,7 +27,7 @@ router or config. It offers:
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -38,8 +40,9 @@ from orchestrator.pools.pool import WorkerHandle
 from orchestrator.service import Service
 from protocol.types import TokenChunk
 
-__all__ = ["Caller", "FlowRequest", "Frontend", "HealthReport", "LimitsConfig", "MemberView", "MembershipError",
-           "ModelCard", "Outcome", "Placement", "Refused", "ScaleOrder", "Ticket", "WorkerHealth", "summarize_health"]
+__all__ = ["Caller", "DeploymentHealth", "FlowRequest", "Frontend", "HealthReport", "LimitsConfig", "MemberView",
+           "MembershipError", "ModelCard", "Outcome", "Placement", "Refused", "ScaleOrder", "ServedModel", "Ticket",
+           "WorkerHealth", "summarize_health"]
 
 # A request's outcome, the ``status`` label of ``pdserve_requests_total``: the HTTP status it got, or
 # ``client_gone`` when the client left first. A stream that fails after its 200 headers counts as 502.
@@ -49,7 +52,7 @@ HealthStatus = Literal["ok", "degraded", "unavailable"]
 
 @dataclass(frozen=True)
 class ModelCard:
-    """The one model the deployment serves: its name and the context length every worker accepts."""
+    """A served model: its name and the context length every worker of its pools accepts."""
 
     name: str
     max_model_len: int
@@ -102,23 +105,43 @@ def summarize_health(prefill: Iterable[WorkerHealth] | None, decode: Iterable[Wo
     return HealthReport(status, prefill_workers, decode_workers)
 
 
+@dataclass(frozen=True)
+class DeploymentHealth:
+    """Every served model's ``HealthReport``, by name, and the deployment's status: ``ok`` when every
+    model's is, ``unavailable`` when no model can serve, else ``degraded``."""
+
+    status: HealthStatus
+    models: dict[str, HealthReport]
+
+    @classmethod
+    def of(cls, reports: dict[str, HealthReport]) -> DeploymentHealth:
+        statuses = {r.status for r in reports.values()}
+        status: HealthStatus = ("ok" if statuses == {"ok"} else
+                                "unavailable" if statuses == {"unavailable"} else "degraded")
+        return cls(status, reports)
+
+    @property
+    def serving(self) -> bool:
+        return self.status != "unavailable"
+
+
 def _health_of(handles: Iterable[WorkerHandle]) -> tuple[WorkerHealth, ...]:
     return tuple(WorkerHealth(h.worker_id, h.healthy, h.draining) for h in handles)
 
 
-class Frontend:
-    """The service as the HTTP routes see it. Its only state of its own is the admission gate (keys,
-    limits); every other call reads the service."""
+class ServedModel:
+    """One served model as the routes see it: its card and its request flow. Reads its service only."""
 
-    def __init__(self, service: Service, membership: Membership | None = None) -> None:
+    def __init__(self, service: Service) -> None:
         self._service = service
-        self._membership = membership or Membership(service, None)
         self._flow = service.flow
         self._metrics = service.metrics
-        self.model = ModelCard(service.config.model.name, service.facts.max_model_len)
+        self.card = ModelCard(service.config.model.name, service.facts.max_model_len)
         self.request_timeout_s: float = service.config.server.request_timeout_s
-        self.auth = Gate(service.config.auth, service.config.server.max_in_flight)
-        self.limits: LimitsConfig = service.config.limits
+
+    @property
+    def name(self) -> str:
+        return self.card.name
 
     async def place(self, req: FlowRequest) -> Placement:
         """Route and prefill ``req``; where its decode runs. Raises ``NoHealthyWorker`` or ``WorkerError``."""
@@ -138,18 +161,6 @@ class Frontend:
         """Count one request of ``endpoint`` (``chat_completions`` or ``completions``) as ended with ``outcome``."""
         self._metrics.requests.labels(endpoint, outcome).inc()
 
-    def authenticate(self, authorization: str | None) -> Caller | None:
-        """The caller of an ``Authorization`` header (None: missing or unknown key; see ``auth.enabled``)."""
-        return self.auth.authenticate(authorization)
-
-    def admit(self, caller: Caller | None) -> Ticket:
-        """Admit one request of ``caller`` or raise ``Refused`` (counted by reason and tenant)."""
-        try:
-            return self.auth.admit(caller)
-        except Refused as exc:
-            self._metrics.refused.labels(exc.reason, caller.tenant if caller else "").inc()
-            raise
-
     def observe_cached(self, tokens: int) -> None:
         """The engine reported ``tokens`` cached prompt tokens for a finished or abandoned request."""
         self._flow.observe_cached(tokens)
@@ -161,20 +172,83 @@ class Frontend:
         return summarize_health(prefill, _health_of(service.decode),
                                 service.config.disaggregation.local_when_prefill_saturated)
 
+
+class Frontend:
+    """The served models as the HTTP routes see them, and what they share: the admission gate (keys,
+    limits; its only state of its own), the limits, the health and metrics of the whole deployment and
+    the worker registry. ``models`` pairs each model's service with its membership (None: a registry of
+    the workers its pools hold, which cannot launch more); every service writes one ``MetricFamilies``
+    and the shared sections of their configs (server, auth, limits) are the first's."""
+
+    def __init__(self, models: Sequence[tuple[Service, Membership | None]]) -> None:
+        if not models:
+            raise ValueError("a front end serves at least one model")
+        first = models[0][0]
+        self._served = {service.config.model.name: ServedModel(service) for service, _ in models}
+        self._services = [service for service, _ in models]
+        self._memberships = {service.config.model.name: membership or Membership(service, None)
+                             for service, membership in models}
+        self._families = first.metrics.families
+        self.request_timeout_s: float = first.config.server.request_timeout_s
+        self.auth = Gate(first.config.auth, first.config.server.max_in_flight)
+        self.limits: LimitsConfig = first.config.limits
+
+    @property
+    def models(self) -> tuple[ModelCard, ...]:
+        """Every served model, in config order."""
+        return tuple(served.card for served in self._served.values())
+
+    def model(self, name: str) -> ServedModel:
+        """The served model called ``name``; ``KeyError`` when none is."""
+        return self._served[name]
+
+    def authenticate(self, authorization: str | None) -> Caller | None:
+        """The caller of an ``Authorization`` header (None: missing or unknown key; see ``auth.enabled``)."""
+        return self.auth.authenticate(authorization)
+
+    def admit(self, caller: Caller | None) -> Ticket:
+        """Admit one request of ``caller`` or raise ``Refused`` (counted by reason and tenant)."""
+        try:
+            return self.auth.admit(caller)
+        except Refused as exc:
+            self._families.refused.labels(exc.reason, caller.tenant if caller else "").inc()
+            raise
+
+    def health(self) -> DeploymentHealth:
+        """Every model's report; the deployment's status is ``ok`` when every model's is, ``unavailable``
+        when no model can serve, else ``degraded``."""
+        return DeploymentHealth.of({name: served.health() for name, served in self._served.items()})
+
     def metrics_text(self) -> bytes:
-        """Prometheus text exposition of the orchestrator's registry, load gauges refreshed first."""
-        self._service.update_load_gauges()
-        self._membership.update_gauges()
-        return self._metrics.exposition()
+        """Prometheus text exposition of every model's metrics, load gauges refreshed first."""
+        for service in self._services:
+            service.update_load_gauges()
+        for membership in self._memberships.values():
+            membership.update_gauges()
+        return self._families.exposition()
 
     def workers(self) -> list[MemberView]:
-        """Every worker the server knows of, with its node, addresses and state."""
-        return self._membership.views()
+        """Every worker the server knows of, with its model, node, addresses and state."""
+        return [view for membership in self._memberships.values() for view in membership.views()]
 
-    def scale(self, pool: str, replicas: int) -> ScaleOrder:
-        """Grow or shrink ``pool``; returns at once with the workers being added or drained."""
-        return self._membership.scale(pool, replicas)
+    def scale(self, pool: str, replicas: int, model: str | None = None) -> ScaleOrder:
+        """Grow or shrink ``model``'s ``pool`` (``model`` may be left out when one model is served);
+        returns at once with the workers being added or drained. Raises ``MembershipError``."""
+        return self._membership_of(model).scale(pool, replicas)
 
     def drain(self, worker_id: str) -> MemberView:
         """Stop placing requests on ``worker_id`` and retire it once its in-flight work is done."""
-        return self._membership.drain(worker_id)
+        for membership in self._memberships.values():
+            if membership.knows(worker_id):
+                return membership.drain(worker_id)
+        raise MembershipError(f"no worker {worker_id!r}", 404)
+
+    def _membership_of(self, model: str | None) -> Membership:
+        if model is None:
+            if len(self._memberships) > 1:
+                raise MembershipError(f"this server serves several models ({', '.join(self._memberships)}): "
+                                      "name the pool's model", 400)
+            return next(iter(self._memberships.values()))
+        if model not in self._memberships:
+            raise MembershipError(f"no model {model!r} (served: {', '.join(self._memberships)})", 404)
+        return self._memberships[model]

@@ -93,7 +93,8 @@ class Service:
     @classmethod
     async def connect(cls, config: PdserveConfig, endpoints: list[WorkerEndpoint],
                       metrics: Metrics | None = None) -> Service:
-        """Open clients to started workers, read their facts, and build the service."""
+        """Open clients to started workers (this model's), read their facts, and build the service.
+        ``metrics``: this model's view of the deployment's metric families (new ones when None)."""
         handles = [await open_worker(endpoint) for endpoint in endpoints]
         block_sizes = {h.description.engine.block_size for h in handles}
         if len(block_sizes) != 1:
@@ -107,7 +108,7 @@ class Service:
             "prefill", [h for h in handles if h.description.role == "prefill"], config.prefill.queue_bound)
         decode = WorkerPool("decode", [h for h in handles if h.description.role != "prefill"],
                             config.decode.queue_bound)
-        service = cls(config, prefill, decode, facts, metrics or Metrics())
+        service = cls(config, prefill, decode, facts, metrics or Metrics(config.model.name))
         service.start_monitors()
         return service
 

@@ -3,12 +3,14 @@ when authentication is on:
 
 - ``GET /admin/workers``: every worker with its pool, state (starting, healthy, draining, down), node,
   gRPC address, NIXL side channel, process, restarts and requests in flight;
-- ``POST /admin/pools/{pool}/scale`` with ``{"replicas": N}``: 202 with the workers being added or
-  drained (the change runs in the background; ``GET /admin/workers`` shows its progress);
+- ``POST /admin/pools/{pool}/scale`` with ``{"replicas": N}`` (and ``"model": NAME`` when the server
+  serves several models): 202 with the workers being added or drained (the change runs in the
+  background; ``GET /admin/workers`` shows its progress);
 - ``POST /admin/workers/{worker_id}/drain``: 202; the worker takes no new requests and leaves its pool
   once its in-flight requests are done.
 
-Refusals are OpenAI-shaped errors: 404 for an unknown pool or worker, 400 for a bad count, 409 when the
+Refusals are OpenAI-shaped errors: 404 for an unknown pool, model or worker, 400 for a bad count or a
+missing model, 409 when the
 server cannot do it (workers it did not launch, a worker still starting).
 """
 
@@ -30,6 +32,7 @@ class ScaleBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     replicas: int = Field(ge=0, le=4096)
+    model: str | None = None
 
 
 def _refused(exc: MembershipError) -> APIError:
@@ -47,7 +50,7 @@ class AdminRoutes:
 
     async def scale(self, pool: str, body: ScaleBody) -> JSONResponse:
         try:
-            order = self._frontend.scale(pool, body.replicas)
+            order = self._frontend.scale(pool, body.replicas, body.model)
         except MembershipError as exc:
             raise _refused(exc) from None
         return JSONResponse(asdict(order), status_code=202)

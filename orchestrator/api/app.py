@@ -1,12 +1,15 @@
 """The FastAPI app: OpenAI-compatible routes over one ``Frontend`` (``orchestrator.frontend``).
 
-``create_app(Frontend(service), tokenizer)`` builds it; ``orchestrator.api.routes`` has the handlers,
-``admission`` the prompt and sampling checks, ``streaming`` the collected and SSE answers, ``errors``
-the OpenAI error shapes and how the service's failures map onto status codes, ``limits`` the bounds on
-one request (body size, counts, prompt characters) and the thread pool that tokenizes off the loop.
+``create_app(Frontend([(service, membership)]), {model_name: tokenizer})`` builds it;
+``orchestrator.api.routes`` has the handlers, ``admission`` the prompt and sampling checks,
+``streaming`` the collected and SSE answers, ``errors`` the OpenAI error shapes and how the service's
+failures map onto status codes, ``limits`` the bounds on one request (body size, counts, prompt
+characters) and the thread pool that tokenizes off the loop.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from fastapi import Depends, FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -22,14 +25,18 @@ from orchestrator.api.text import Tokenizer
 from orchestrator.frontend import Frontend
 
 
-def create_app(frontend: Frontend, tokenizer: Tokenizer) -> FastAPI:
-    """The app serving ``frontend``'s model; ``tokenizer`` is that model's own (prompts are tokenized once)."""
+def create_app(frontend: Frontend, tokenizers: Mapping[str, Tokenizer]) -> FastAPI:
+    """The app serving ``frontend``'s models; ``tokenizers`` has each model's own, by model name (prompts
+    are tokenized once, by the model a request names)."""
+    missing = {card.name for card in frontend.models} - set(tokenizers)
+    if missing:
+        raise ValueError(f"no tokenizer for {', '.join(sorted(missing))}")
     app = FastAPI(title="pdserve", version="0.1.0")
     app.add_exception_handler(APIError, api_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_middleware(BodySizeLimit, max_bytes=frontend.limits.max_body_bytes)  # before anything parses a body
-    routes = Routes(frontend, tokenizer)
+    routes = Routes(frontend, tokenizers)
     keys = KeyGuard(frontend)
     keyed = [Depends(keys.require_key)]
     admin = [Depends(keys.require_admin)]

@@ -10,6 +10,7 @@ leaves before the answer starts gets 499. Each placed request is counted once wi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import Request
@@ -18,14 +19,21 @@ from starlette.background import BackgroundTask
 
 from orchestrator.api.admission import Body, chat_prompt, completion_prompt, flow_request
 from orchestrator.api.auth import admit, caller_of, held_until_sent
-from orchestrator.api.errors import UNAVAILABLE_RETRY_AFTER_S, APIError, UpstreamFailure, outcome_of, upstream_error
+from orchestrator.api.errors import (
+    UNAVAILABLE_RETRY_AFTER_S,
+    APIError,
+    UpstreamFailure,
+    not_found_model,
+    outcome_of,
+    upstream_error,
+)
 from orchestrator.api.limits import Offload, check_request
 from orchestrator.api.schemas import ChatCompletionRequest, CompletionRequest
 from orchestrator.api.shapes import ResponseShape
 from orchestrator.api.streaming import ClientGone, collect, sse_events, unless_disconnected
 from orchestrator.api.text import IncrementalText, Tokenizer
 from orchestrator.errors import NoHealthyWorker, WorkerError
-from orchestrator.frontend import Frontend, Placement
+from orchestrator.frontend import Frontend, Placement, ServedModel, WorkerHealth
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -36,35 +44,47 @@ def route_headers(placement: Placement) -> dict[str, str]:
 
 
 class Routes:
-    """The handlers, bound to one ``Frontend`` and the model's tokenizer (``create_app`` registers them)."""
+    """The handlers, bound to one ``Frontend`` and each served model's tokenizer, by model name
+    (``create_app`` registers them)."""
 
-    def __init__(self, frontend: Frontend, tokenizer: Tokenizer) -> None:
+    def __init__(self, frontend: Frontend, tokenizers: Mapping[str, Tokenizer]) -> None:
         self._frontend = frontend
-        self._tokenizer = tokenizer
+        self._tokenizers = dict(tokenizers)
         self._offload = Offload(frontend.limits.tokenize_threads)  # templating and tokenizing: off the loop
+
+    def _served(self, body: Body) -> tuple[ServedModel, Tokenizer]:
+        """The model ``body`` names and its tokenizer; 404 when the server does not serve it."""
+        try:
+            return self._frontend.model(body.model), self._tokenizers[body.model]
+        except KeyError:
+            raise not_found_model(body.model) from None
 
     async def chat(self, request: Request, body: ChatCompletionRequest) -> Response:
         check_request(body, self._frontend.limits)
-        prompt = await self._offload.run(chat_prompt, body, self._tokenizer)
-        return await self._serve(request, body, prompt, ResponseShape.chat(self._frontend.model.name))
+        served, tokenizer = self._served(body)
+        prompt = await self._offload.run(chat_prompt, body, tokenizer)
+        return await self._serve(request, body, prompt, served, tokenizer, ResponseShape.chat(served.name))
 
     async def completions(self, request: Request, body: CompletionRequest) -> Response:
         check_request(body, self._frontend.limits)
-        prompt = await self._offload.run(completion_prompt, body, self._tokenizer)
-        return await self._serve(request, body, prompt, ResponseShape.completion(self._frontend.model.name))
+        served, tokenizer = self._served(body)
+        prompt = await self._offload.run(completion_prompt, body, tokenizer)
+        return await self._serve(request, body, prompt, served, tokenizer, ResponseShape.completion(served.name))
 
     async def models(self) -> dict[str, Any]:
-        model = self._frontend.model
-        return {"object": "list", "data": [{"id": model.name, "object": "model", "created": 0,
-                                            "owned_by": "pdserve", "max_model_len": model.max_model_len}]}
+        return {"object": "list", "data": [{"id": model.name, "object": "model", "created": 0, "owned_by": "pdserve",
+                                            "max_model_len": model.max_model_len} for model in self._frontend.models]}
 
     async def health(self) -> JSONResponse:
-        """200 with ``ok`` or ``degraded``, 503 with ``unavailable`` (see ``HealthReport``)."""
+        """200 with ``ok`` or ``degraded``, 503 with ``unavailable`` (see ``DeploymentHealth``). ``prefill``,
+        ``decode`` and ``pools`` cover every model's workers; ``models`` has each model's own report."""
         report = self._frontend.health()
+        reports = list(report.models.values())
         body = {"status": report.status,
-                "prefill": [{"id": w.worker_id, "healthy": w.healthy, "draining": w.draining} for w in report.prefill],
-                "decode": [{"id": w.worker_id, "healthy": w.healthy, "draining": w.draining} for w in report.decode],
-                "pools": report.counts()}
+                "prefill": [_worker(w) for r in reports for w in r.prefill],
+                "decode": [_worker(w) for r in reports for w in r.decode],
+                "pools": _summed([r.counts() for r in reports]),
+                "models": {name: {"status": r.status, "pools": r.counts()} for name, r in report.models.items()}}
         if report.serving:
             return JSONResponse(body)
         return JSONResponse(body, status_code=503, headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)})
@@ -72,54 +92,73 @@ class Routes:
     async def metrics(self) -> Response:
         return Response(self._frontend.metrics_text(), media_type=PROMETHEUS_TEXT)
 
-    async def _serve(self, request: Request, body: Body, prompt: list[int], shape: ResponseShape) -> Response:
+    async def _serve(self, request: Request, body: Body, prompt: list[int], served: ServedModel, tokenizer: Tokenizer,
+                     shape: ResponseShape) -> Response:
         """Admit the request (429 past its key's or the deployment's limits), then serve it; the admission
         is held until the response is done."""
         caller = caller_of(request)
         ticket = admit(self._frontend, caller)
         try:
-            response = await self._serve_admitted(request, body, prompt, shape, caller.tenant if caller else None)
+            response = await self._serve_admitted(request, body, prompt, served, tokenizer, shape,
+                                                  caller.tenant if caller else None)
         except BaseException:
             ticket.release()
             raise
         return held_until_sent(response, ticket)
 
-    async def _serve_admitted(self, request: Request, body: Body, prompt: list[int], shape: ResponseShape,
-                              tenant: str | None) -> Response:
+    async def _serve_admitted(self, request: Request, body: Body, prompt: list[int], served: ServedModel,
+                              tokenizer: Tokenizer, shape: ResponseShape, tenant: str | None) -> Response:
         session = request.headers.get("x-session-id")
-        req = flow_request(body, prompt, shape.request_id, session, self._frontend.model, self._tokenizer, tenant,
+        req = flow_request(body, prompt, shape.request_id, session, served.card, tokenizer, tenant,
                            self._frontend.limits.default_max_tokens)
         try:
-            placement = await unless_disconnected(request, self._frontend.place(req))
+            placement = await unless_disconnected(request, served.place(req))
         except ClientGone:
-            return self._gone(shape)
+            return _gone(served, shape)
         except (NoHealthyWorker, WorkerError) as exc:
-            raise self._failed(shape, exc, "Prefill") from None
+            raise _failed(served, shape, exc, "Prefill") from None
         headers = route_headers(placement)
-        text = IncrementalText(self._tokenizer, body.stop_list())
+        text = IncrementalText(tokenizer, body.stop_list())
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            events = sse_events(self._frontend, req, placement, text, shape, include_usage)
+            events = sse_events(served, req, placement, text, shape, include_usage)
             # The release runs after the body, or instead of it when the client left before it started.
             return StreamingResponse(events, media_type="text/event-stream", headers=headers,
-                                     background=BackgroundTask(self._frontend.release, req, placement))
+                                     background=BackgroundTask(served.release, req, placement))
         try:
-            answer = await unless_disconnected(request, collect(self._frontend, req, placement, text))
+            answer = await unless_disconnected(request, collect(served, req, placement, text))
         except ClientGone:
-            return self._gone(shape)
+            return _gone(served, shape)
         except (WorkerError, TimeoutError) as exc:
-            raise self._failed(shape, exc, "Decode") from None
+            raise _failed(served, shape, exc, "Decode") from None
         finally:
-            await self._frontend.release(req, placement)
-        self._frontend.record_outcome(shape.endpoint, "200")
+            await served.release(req, placement)
+        served.record_outcome(shape.endpoint, "200")
         payload = shape.final(answer.text, answer.finish_reason, len(prompt), answer.tokens, answer.cached,
                               list(text.ids) if body.return_token_ids else None, answer.logprobs)
         return JSONResponse(payload, headers=headers)
 
-    def _gone(self, shape: ResponseShape) -> Response:
-        self._frontend.record_outcome(shape.endpoint, "client_gone")
-        return Response(status_code=499)
 
-    def _failed(self, shape: ResponseShape, exc: UpstreamFailure, stage: str) -> APIError:
-        self._frontend.record_outcome(shape.endpoint, outcome_of(exc))
-        return upstream_error(exc, stage, self._frontend.request_timeout_s)
+def _worker(w: WorkerHealth) -> dict[str, Any]:
+    return {"id": w.worker_id, "healthy": w.healthy, "draining": w.draining}
+
+
+def _summed(counts: list[dict[str, dict[str, int]]]) -> dict[str, dict[str, int]]:
+    """Healthy and total workers of each pool name, over every model."""
+    out: dict[str, dict[str, int]] = {}
+    for pools in counts:
+        for pool, figures in pools.items():
+            into = out.setdefault(pool, {"healthy": 0, "total": 0})
+            for key, n in figures.items():
+                into[key] += n
+    return out
+
+
+def _gone(served: ServedModel, shape: ResponseShape) -> Response:
+    served.record_outcome(shape.endpoint, "client_gone")
+    return Response(status_code=499)
+
+
+def _failed(served: ServedModel, shape: ResponseShape, exc: UpstreamFailure, stage: str) -> APIError:
+    served.record_outcome(shape.endpoint, outcome_of(exc))
+    return upstream_error(exc, stage, served.request_timeout_s)

@@ -24,7 +24,7 @@ from orchestrator.api.logprobs import LogprobText, LogprobTexts
 from orchestrator.api.shapes import ResponseShape
 from orchestrator.api.text import IncrementalText
 from orchestrator.errors import WorkerError
-from orchestrator.frontend import FlowRequest, Frontend, Outcome, Placement
+from orchestrator.frontend import FlowRequest, Outcome, Placement, ServedModel
 
 T = TypeVar("T")
 DONE = b"data: [DONE]\n\n"
@@ -82,7 +82,7 @@ class Answer:
     logprobs: tuple[LogprobText, ...] | None = None
 
 
-async def decode_text(frontend: Frontend, req: FlowRequest, placement: Placement,
+async def decode_text(frontend: ServedModel, req: FlowRequest, placement: Placement,
                       text: IncrementalText) -> AsyncIterator[TextDelta]:
     """Text deltas of the decode, up to the finish (or the first stop string). Chunks that add no text
     are skipped. The cached tokens come from the KV handoff, or from the decode worker for a local
@@ -110,7 +110,7 @@ async def decode_text(frontend: Frontend, req: FlowRequest, placement: Placement
         frontend.observe_cached(cached)
 
 
-async def collect(frontend: Frontend, req: FlowRequest, placement: Placement, text: IncrementalText) -> Answer:
+async def collect(frontend: ServedModel, req: FlowRequest, placement: Placement, text: IncrementalText) -> Answer:
     """The whole answer. Raises ``WorkerError``, or ``TimeoutError`` past ``frontend.request_timeout_s``."""
     parts: list[str] = []
     logprobs: list[LogprobText] | None = [] if req.sampling.logprobs is not None else None
@@ -128,7 +128,7 @@ def _event(payload: dict[str, Any]) -> bytes:
     return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()
 
 
-async def sse_events(frontend: Frontend, req: FlowRequest, placement: Placement, text: IncrementalText,
+async def sse_events(frontend: ServedModel, req: FlowRequest, placement: Placement, text: IncrementalText,
                      shape: ResponseShape, include_usage: bool) -> AsyncIterator[bytes]:
     """The SSE body of a streamed answer. Counts the request as ``200``, ``502`` (the decode failed or
     ran past the deadline: an error event ends the stream) or ``client_gone`` (cancelled)."""

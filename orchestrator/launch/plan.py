@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from orchestrator.config import PdserveConfig, PoolConfig, Resources
@@ -54,26 +54,30 @@ def pool_config(config: PdserveConfig, role: str) -> PoolConfig:
 def _cpu_share(config: PdserveConfig, role: str, index: int) -> CpuShare | None:
     """The share of worker ``index`` of ``role`` on a CPU host: the configured workers, in launch order,
     split the host (all count as sharing one host: the single-host deployments where ``bind: auto``
-    applies); a worker added by scaling takes the slot its position wraps onto. None for GPUs, sim or
-    ``bind: none``."""
+    applies); a worker added by scaling takes the slot its position wraps onto. In a deployment of several
+    models, ``cpu.host_slots`` counts every model's workers and ``cpu.slot_offset`` is where this model's
+    start. None for GPUs, sim or ``bind: none``."""
     if config.engine.kind != "vllm" or config.transfer.device != "cpu" or config.cpu.bind != "auto":
         return None
     pools = _pools(config)
-    slots = max(1, sum(pool.replicas for _, pool in pools))
-    offset = 0
+    own = max(1, sum(pool.replicas for _, pool in pools))
+    slots = config.cpu.host_slots or own
+    before = 0  # this model's workers of the pools launched before ``role``'s
     for name, pool in pools:
         if name == role:
             break
-        offset += pool.replicas
-    return CpuShare(slot=(offset + index) % slots, slots=slots, frontend_cores=config.cpu.frontend_cores)
+        before += pool.replicas
+    return CpuShare(slot=(config.cpu.slot_offset + (before + index) % own) % slots, slots=slots,
+                    frontend_cores=config.cpu.frontend_cores)
 
 
 def worker_spec(config: PdserveConfig, role: str, index: int, run_id: str) -> WorkerLaunchSpec:
-    """The launch spec of worker ``{role}-{index}``. Addresses and ports are left for the worker's own
-    node to fill in (``worker.node_address``) unless ``network.worker_host`` names one."""
+    """The launch spec of worker ``{prefix}{role}-{index}`` (``PdserveConfig.worker_prefix``). Addresses and
+    ports are left for the worker's own node to fill in
+    (``worker.node_address``) unless ``network.worker_host`` names one."""
     transfer = config.transfer
     pool = pool_config(config, role)
-    worker_id = f"{role}-{index}"
+    worker_id = f"{config.worker_prefix}{role}-{index}"
     lease = float(transfer.lease_timeout_s)
     args = config.engine_args_for(pool)
     env = dict(config.engine.env)
@@ -106,9 +110,14 @@ def plan_workers(config: PdserveConfig, role: str, indices: Sequence[int], run_i
     for start in range(0, len(specs), per_process):
         group = tuple(specs[start:start + per_process])
         slot = indices[start] // per_process
-        plans.append(ProcessPlan(name=f"{role}-host-{indices[start]}", role=role, workers=group,
+        plans.append(ProcessPlan(name=f"{config.worker_prefix}{role}-host-{indices[start]}", role=role, workers=group,
                                  resources=pool.resources, slot=slot, placement=pool.placement))
     return plans
+
+
+def plan_deployment(models: Iterable[PdserveConfig], run_id: str) -> list[ProcessPlan]:
+    """Every process of every served model's configured pools (``orchestrator.deployment``)."""
+    return [plan for config in models for plan in plan_processes(config, run_id)]
 
 
 def plan_processes(config: PdserveConfig, run_id: str) -> list[ProcessPlan]:

@@ -98,13 +98,18 @@ class Membership:
         pool = self._service.pool(member.pool)
         return pool.get(member.worker_id) if member.worker_id in pool else None
 
+    def knows(self, worker_id: str) -> bool:
+        """True when ``worker_id`` is a member (of this model's pools)."""
+        return worker_id in self.registry.members
+
     def views(self) -> list[MemberView]:
         """Every member, prefill pool first, by index."""
         out = []
         for pool in ("prefill", "decode"):
             for m in self.registry.of_pool(pool):
                 handle = self._handle(m)
-                out.append(MemberView(m.worker_id, m.role, m.pool, state_of(m, handle.healthy if handle else None),
+                state = state_of(m, handle.healthy if handle else None)
+                out.append(MemberView(m.worker_id, self._config.model.name, m.role, m.pool, state,
                                       m.node, m.address, m.side_channel, m.pid, m.process, m.restarts,
                                       handle.in_flight if handle else 0, m.last_error))
         return out

@@ -37,9 +37,10 @@ class Member:
 
 @dataclass(frozen=True)
 class MemberView:
-    """A member as ``GET /admin/workers`` shows it."""
+    """A member as ``GET /admin/workers`` shows it; ``model`` is the name of the model it serves."""
 
     worker_id: str
+    model: str
     role: str
     pool: str
     state: State

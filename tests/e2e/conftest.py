@@ -45,9 +45,11 @@ def reference_server(tiny_model: Path) -> Iterator[Server]:
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Run the Ray-job test first: it starts its own cluster with two SmolLM2 workers, and Ray's memory
+    """Run the Ray-job tests first: they start their own clusters with SmolLM2 workers, and Ray's memory
     monitor kills actors when the host passes 95% memory, which the session's shared engines (tiny
-    pd_server + reference vLLM) would push it towards if they were already up."""
+    pd_server + reference vLLM) would push it towards if they were already up. The multi-model test
+    (four engines of its own) comes next, for the same reason."""
     first = [item for item in items if "test_ray_job_default_model" in item.nodeid]
     first += [item for item in items if "test_two_node_ray" in item.nodeid]
+    first += [item for item in items if "test_multi_model" in item.nodeid]  # four engines of its own
     items[:] = first + [item for item in items if item not in first]

@@ -8,7 +8,8 @@ label names each carries, plus the target labels Prometheus adds when it scrapes
 exported, every matcher on a label the series lacks, every ``=`` matcher on a value no sample has, every
 ``by``/``without``/``on``/``ignoring``/``group_*`` label missing from the vectors it applies to, vector
 operands whose label sets cannot match one-to-one, and every ``{{label}}`` of the legend missing from
-the result.
+the result. ``unfiltered`` reports every selector of a series carrying a given label (``model``) that does
+not filter that label with a given regex (a dashboard variable such as ``$model``).
 """
 
 from __future__ import annotations
@@ -80,6 +81,10 @@ def substitute(expr: str, variables: Mapping[str, str]) -> str:
     return _VARIABLE.sub(one, expr)
 
 
+def selector_name(vs: pq.VectorSelector) -> str | None:
+    return vs.name or next((m.value for m in vs.matchers.matchers if m.name == "__name__"), None)
+
+
 def legend_labels(legend: str) -> set[str]:
     return set(_LEGEND_LABEL.findall(legend or ""))
 
@@ -92,6 +97,7 @@ class Checker:
     cat: Catalogue
     problems: list[str] = field(default_factory=list)
     names: set[str] = field(default_factory=set)
+    selectors: list[pq.VectorSelector] = field(default_factory=list)
 
     def labels(self, node: Any) -> set[str] | None:
         if isinstance(node, pq.MatrixSelector):
@@ -109,7 +115,8 @@ class Checker:
         return None  # number or string literal
 
     def selector(self, vs: pq.VectorSelector) -> set[str]:
-        name = vs.name or next((m.value for m in vs.matchers.matchers if m.name == "__name__"), None)
+        self.selectors.append(vs)
+        name = selector_name(vs)
         if name is None:
             self.problems.append(f"selector without a metric name: {vs}")
             return set(TARGET_LABELS)
@@ -180,7 +187,7 @@ class Checker:
             if keys(lhs) != keys(rhs):
                 self.problems.append(f"one-to-one match of {sorted(keys(lhs))} with {sorted(keys(rhs))}: {node}")
             return keys(lhs) if include else lhs - on
-        extra = set(mod.group_labels or ())
+        extra = set((mod.group_labels if mod is not None else None) or ())  # mod is set: card is not 1:1
         one, many = (rhs, lhs) if card == pq.VectorMatchCardinality.ManyToOne else (lhs, rhs)
         if extra - one:
             self.problems.append(f"group_left/right({sorted(extra - one)}): not on the 'one' side of {node}")
@@ -196,3 +203,19 @@ def check_expr(expr: str, cat: Catalogue, legend: str = "") -> tuple[set[str], l
     if missing:
         checker.problems.append(f"legend {legend!r} uses {sorted(missing)}, not on the result {sorted(out or ())}")
     return checker.names, checker.problems
+
+
+def unfiltered(expr: str, cat: Catalogue, label: str, value: str) -> list[str]:
+    """Each selector of ``expr`` naming an exported series that carries ``label`` without a
+    ``label=~"value"`` matcher (``value`` as written in the dashboard, e.g. ``$model``)."""
+    checker = Checker(cat)
+    checker.labels(pq.parse(expr))
+    problems = []
+    for vs in checker.selectors:
+        name = selector_name(vs)
+        series = cat.series.get(name or "")
+        if series is None or label not in series.labels:
+            continue  # no name or not exported: check_expr reports it
+        if not any(m.name == label and m.op == pq.MatchOp.Re and m.value == value for m in vs.matchers.matchers):
+            problems.append(f"{name}: no {label}=~{value!r} matcher in {vs}")
+    return problems

@@ -10,7 +10,7 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,12 +22,14 @@ import uvicorn
 from orchestrator.api.app import create_app
 from orchestrator.api.text import Tokenizer
 from orchestrator.config import PdserveConfig, parse_config
+from orchestrator.deployment import Deployment
 from orchestrator.frontend import Frontend
 from orchestrator.launch.launchers import Launcher
 from orchestrator.launch.plan import ProcessPlan
 from orchestrator.launch.process import WorkerEndpoint
 from orchestrator.membership.controller import Membership
 from orchestrator.service import Service
+from orchestrator.serving import close_models, open_models
 from protocol import convert
 from protocol import worker_pb2 as pb
 from protocol import worker_pb2_grpc as pb_grpc
@@ -107,31 +109,34 @@ class FrontEnd:
     server: uvicorn.Server
     task: asyncio.Task[None]
     url: str
-    membership: Membership
+    membership: Membership  # the first model's (``served`` has every model's service and membership)
+    served: list[tuple[Service, Membership]] = field(default_factory=list)
 
     @classmethod
-    def start(cls, loop: LoopThread, config: PdserveConfig, endpoints: list[WorkerEndpoint],
-              tokenizer: Tokenizer, launcher: Launcher | None = None, plans: list[ProcessPlan] | None = None,
-              supervise_interval_s: float = 0.2) -> FrontEnd:
-        """Serve ``endpoints``' workers. With ``launcher`` (the one that started ``plans``), workers whose
+    def start(cls, loop: LoopThread, config: PdserveConfig | Deployment, endpoints: list[WorkerEndpoint],
+              tokenizer: Tokenizer | Mapping[str, Tokenizer], launcher: Launcher | None = None,
+              plans: list[ProcessPlan] | None = None, supervise_interval_s: float = 0.2) -> FrontEnd:
+        """Serve ``endpoints``' workers: one model (a config and its tokenizer) or several (a deployment and
+        a tokenizer per model name). With ``launcher`` (the one that started ``plans``), workers whose
         process dies are restarted and pools can be scaled and drained (``membership``)."""
+        deployment = config if isinstance(config, Deployment) else Deployment((config,))
+        tokenizers = dict(tokenizer) if isinstance(tokenizer, Mapping) else {deployment.shared.model.name: tokenizer}
+
         async def up() -> FrontEnd:
-            service = await Service.connect(config, endpoints)
-            membership = Membership(service, launcher, run_id="itest", plans=plans or [], endpoints=endpoints,
-                                    interval_s=supervise_interval_s)
-            membership.start()
-            server = _QuietServer(uvicorn.Config(create_app(Frontend(service, membership), tokenizer),
+            served = await open_models(deployment, endpoints, launcher, run_id="itest", plans=plans or [],
+                                       supervise_interval_s=supervise_interval_s)
+            server = _QuietServer(uvicorn.Config(create_app(Frontend(served), tokenizers),
                                                  host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
             task = asyncio.create_task(server.serve())
             while not server.started:
                 if task.done():
-                    await membership.close()
-                    await service.close()
+                    await close_models(served)
                     await task
                     raise RuntimeError("uvicorn stopped before serving")
                 await asyncio.sleep(0.01)
             port = server.servers[0].sockets[0].getsockname()[1]
-            return cls(loop, service, server, task, f"http://127.0.0.1:{port}", membership)
+            service, membership = served[0]
+            return cls(loop, service, server, task, f"http://127.0.0.1:{port}", membership, served)
 
         return loop.run(up())
 
@@ -140,8 +145,7 @@ class FrontEnd:
             self.server.should_exit = True
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.task, 10)
-            await self.membership.close()
-            await self.service.close()
+            await close_models(self.served)
 
         self.loop.run(down())
 
@@ -160,19 +164,25 @@ class FrontEnd:
 
 
 def metric_value(text: str, name: str, **labels: str) -> float:
+    """The sample of ``name`` with exactly ``labels`` (0 when absent). Unless ``model`` is among
+    ``labels``, samples are matched without their ``model`` label and summed over the models."""
     want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    total, found = 0.0, False
     for line in text.splitlines():
         if line.startswith("#") or " " not in line:
             continue
         key, value = line.rsplit(" ", 1)
         if "{" in key:
             metric, rest = key.split("{", 1)
-            got = ",".join(sorted(rest.rstrip("}").split(","))) if rest.rstrip("}") else ""
+            pairs = [p for p in rest.rstrip("}").split(",") if p]
+            if "model" not in labels:
+                pairs = [p for p in pairs if not p.startswith("model=")]
+            got = ",".join(sorted(pairs))
         else:
             metric, got = key, ""
         if metric == name and got == want:
-            return float(value)
-    return 0.0
+            total, found = total + float(value), True
+    return total if found else 0.0
 
 
 def sse_events(lines: Iterator[str]) -> Iterator[Any]:

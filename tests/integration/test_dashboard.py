@@ -5,7 +5,8 @@ variables) is parsed with ``promql_parser`` (Rust ``promql-parser``); each serie
 ``/metrics`` exposition of a pdserve front end over simulated workers (1 prefill + 1 decode, API keys on),
 after traffic that makes its labelled series appear: chat and text completions, a repeated prompt (cache
 hits), a stream, a 429 from a rate-limited key, and a client that leaves mid-stream (an abort).
-Matchers, ``by``/``on`` clauses and legends must use labels those series carry (``dashboard_promql``).
+Matchers, ``by``/``on`` clauses and legends must use labels those series carry (``dashboard_promql``), and
+every selector of a series with a ``model`` label (all but the refusals) must filter it on ``$model``.
 The provisioning YAML files must point Grafana at that dashboard and data source, and Prometheus at
 127.0.0.1:8000/metrics.
 """
@@ -21,9 +22,8 @@ import httpx
 import pytest
 import yaml
 from conftest import StartWorkers
-from dashboard_promql import Catalogue, check_expr, substitute
+from dashboard_promql import Catalogue, check_expr, substitute, unfiltered
 from pd_harness import MODEL_NAME, FrontEnd, LoopThread, sim_config, sse_events
-from prometheus_client.metrics import MetricWrapperBase
 
 from orchestrator.api.text import Tokenizer
 from orchestrator.auth.keys import KeyRecord, append_key, hash_key, new_key
@@ -36,16 +36,16 @@ GRAFANA = ROOT / "configs" / "grafana"
 DASHBOARD = json.loads((GRAFANA / "dashboards" / "pdserve.json").read_text())
 PROMETHEUS = yaml.safe_load((ROOT / "configs" / "prometheus" / "prometheus.yml").read_text())
 LONG_PROMPT = ("Dashboards are only as good as the metrics behind them, so check every query. " * 6).strip()
-# Charted, but this traffic cannot make one: a void handoff needs a lease running out or a prefill worker
-# dying mid-pull (test_worker_kills.py does both). Only its declared label names can be checked here.
+# Charted, but this traffic cannot make one: a void handoff or an abandoned lease needs a lease running out or
+# a prefill worker dying mid-pull (test_worker_kills.py does both), a resync a gap in a worker's KV events.
+# Every family but the refusals is labelled by model, so none has a series before its first increment; only
+# their declared label names can be checked here.
 MAY_BE_EMPTY = {"pdserve_kv_handoffs_void"}
 # What issue 11 asks the dashboard to show, by family.
 REQUIRED = {"pdserve_requests", "pdserve_ttft_seconds", "pdserve_tpot_seconds", "pdserve_itl_seconds",
             "pdserve_e2e_seconds", "pdserve_cached_tokens", "pdserve_route_decisions", "pdserve_kv_handoff_bytes",
             "pdserve_kv_handoff_seconds", "pdserve_worker_load", "pdserve_worker_healthy",
             "pdserve_kv_handoffs_void", "pdserve_requests_refused"}
-# A label a variable may offer before any series carries it: `model` arrives with multi-model serving.
-FUTURE_LABELS = {"model"}
 
 
 def all_panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -61,6 +61,10 @@ def variable_values() -> dict[str, str]:
 
 TARGETS = [(f"{p['title']} [{t['refId']}]", substitute(t["expr"], variable_values()), t.get("legendFormat", ""))
            for p in all_panels(DASHBOARD["panels"]) for t in p.get("targets", [])]
+# The same expressions with the model variable left as written (``$model``, ``${model}``, ``${model:regex}``).
+MODEL_VARIABLE = "$model"
+AS_WRITTEN = [(f"{p['title']} [{t['refId']}]", substitute(t["expr"], {**variable_values(), "model": MODEL_VARIABLE}))
+              for p in all_panels(DASHBOARD["panels"]) for t in p.get("targets", [])]
 VARIABLES = [v for v in DASHBOARD["templating"]["list"] if v["type"] == "query"]
 
 
@@ -77,8 +81,7 @@ def label_values_query(var: dict[str, Any]) -> tuple[str, str]:
 
 def declared_labels(front: FrontEnd) -> dict[str, tuple[str, ...]]:
     """Label names of the running front end's metric families, for those without a sample yet."""
-    metrics = vars(front.service.metrics).values()
-    return {m._name: tuple(m._labelnames) for m in metrics if isinstance(m, MetricWrapperBase)}
+    return {m._name: tuple(m._labelnames) for m in front.service.metrics.families.members()}
 
 
 def drive(front: FrontEnd, key: str, limited_key: str) -> None:
@@ -155,7 +158,17 @@ def test_variables_query_exported_series(catalogue: Catalogue) -> None:
         names, problems = check_expr(selector, catalogue)
         assert names and not problems, (var["name"], problems)
         carried = set().union(*(catalogue.series[n].labels for n in names)) | {"job", "instance"}
-        assert label in carried | FUTURE_LABELS, (var["name"], label)
+        assert label in carried, (var["name"], label)
+
+
+def test_every_model_series_is_filtered_by_the_model_variable(catalogue: Catalogue) -> None:
+    # Not vacuous: the families carry `model`, except the refusals (admission comes before the model).
+    assert "model" in catalogue.series["pdserve_requests_total"].labels
+    assert "model" in catalogue.series["pdserve_kv_handoffs_void_total"].labels  # declared, no sample
+    assert "model" not in catalogue.series["pdserve_requests_refused_total"].labels
+    problems = [f"{where}: {p}" for where, expr in AS_WRITTEN for p in unfiltered(expr, catalogue, "model",
+                                                                                   MODEL_VARIABLE)]
+    assert not problems, "\n".join(problems)
 
 
 def test_the_checker_catches_mistakes(catalogue: Catalogue) -> None:
@@ -174,6 +187,17 @@ def test_the_checker_catches_mistakes(catalogue: Catalogue) -> None:
         assert any(message in p for p in problems), (expr, problems)
     _, problems = check_expr("sum(rate(pdserve_tokens_total[5m]))", catalogue, "{{kind}}")
     assert any("legend" in p for p in problems)
+    unfiltered_model = {  # expression -> the series whose selector lacks model=~"$model"
+        'sum(rate(pdserve_requests_total{job=~"$job"}[5m]))': {"pdserve_requests_total"},
+        'max by (worker) (pdserve_worker_load{model=~".*"})': {"pdserve_worker_load"},
+        'sum(pdserve_worker_healthy{model="$model"})': {"pdserve_worker_healthy"},
+        'sum by (model) (rate(pdserve_cached_tokens_total{model=~"$model"}[5m]))'
+        ' / sum by (model) (rate(pdserve_tokens_total[5m]))': {"pdserve_tokens_total"},
+        'sum(rate(pdserve_requests_refused_total[5m]))': set(),  # no model label to filter
+    }
+    for expr, names in unfiltered_model.items():
+        problems = unfiltered(expr, catalogue, "model", MODEL_VARIABLE)
+        assert {p.split(":")[0] for p in problems} == names, (expr, problems)
 
 
 # -- provisioning ------------------------------------------------------------------------------------------------

@@ -285,7 +285,7 @@ def test_dead_decode_pool_is_503(tiny_model_dir: Path, tokenizer: Tokenizer, har
         ok = httpx.post(f"{front.url}/v1/chat/completions", json=chat(max_tokens=3), timeout=30)
         assert ok.status_code == 200 and ok.headers["x-prefill-worker"] == "none"
         assert ok.headers["x-decode-worker"] == "decode-0" and ok.headers["x-route-reason"]
-        assert 'pdserve_worker_load{figure="running",worker="decode-0"}' in _metrics_text(front)
+        assert f'pdserve_worker_load{{figure="running",model="{MODEL_NAME}",worker="decode-0"}}' in _metrics_text(front)
         (endpoint,) = endpoints
         os.killpg(endpoint.pid, signal.SIGKILL)  # the worker runs in its own session: its group is ours
         assert front.wait_until(lambda: httpx.get(f"{front.url}/health", timeout=5).status_code == 503, 10)

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from orchestrator.config import ConfigError, PdserveConfig, load_config, parse_config, parse_overrides
+from orchestrator.deployment import load_deployment
 
 REPO = Path(__file__).resolve().parents[2]
 MINIMAL: dict[str, Any] = {"apiVersion": "pdserve/v1", "model": {"name": "m", "path": "/models/m"}}
@@ -38,7 +39,8 @@ def test_config_is_frozen() -> None:
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
 def test_shipped_configs_are_valid(name: str) -> None:
-    assert isinstance(load_config(REPO / "configs" / name), PdserveConfig)
+    deployment = load_deployment(REPO / "configs" / name)
+    assert all(isinstance(model, PdserveConfig) for model in deployment)
 
 
 def test_every_problem_is_reported_at_once_with_its_path() -> None:

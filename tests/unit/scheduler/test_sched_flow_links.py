@@ -116,7 +116,7 @@ async def test_a_prefill_rpc_sets_the_speed_the_router_sees() -> None:
     rate = p.prefill_speed.tokens_per_s
     assert 0 < rate <= 256 / 0.05  # all 256 tokens uncached, over at least the RPC's 50 ms
     assert worker_state(p, 8).prefill_tokens_per_s == rate
-    assert metrics.registry.get_sample_value("pdserve_prefill_seconds_count") == 1
+    assert metrics.registry.get_sample_value("pdserve_prefill_seconds_count", {"model": ""}) == 1
 
 
 async def test_kv_aware_sends_the_prompt_to_the_faster_prefill_worker() -> None:
@@ -142,7 +142,7 @@ async def test_the_decode_workers_pull_report_feeds_its_pair() -> None:
     (estimate,) = flow.links.estimates().values()
     assert list(flow.links.estimates()) == [("hp", "hd")]  # the workers' hosts, not the handoff's side channel
     assert estimate.bandwidth_bytes_per_s == pytest.approx(2e9) and estimate.samples == 1
-    labels = {"src": "hp", "dst": "hd"}
+    labels = {"model": "", "src": "hp", "dst": "hd"}
     assert metrics.registry.get_sample_value("pdserve_link_bandwidth_bytes_per_second", labels) == pytest.approx(2e9)
     assert metrics.registry.get_sample_value("pdserve_link_pulls_total", {**labels, "measure": "worker"}) == 1
     assert flow.links.snapshot().bandwidth("hp", "hd") == pytest.approx(2e9)
@@ -153,7 +153,7 @@ async def test_without_a_report_the_generate_to_first_token_time_is_an_upper_bou
     await serve(flow, "r1")
     (estimate,) = flow.links.estimates().values()
     assert estimate.samples == 1 and estimate.bandwidth_bytes_per_s > 0
-    labels = {"src": "hp", "dst": "hd", "measure": "upper_bound"}
+    labels = {"model": "", "src": "hp", "dst": "hd", "measure": "upper_bound"}
     assert metrics.registry.get_sample_value("pdserve_link_pulls_total", labels) == 1
 
 
