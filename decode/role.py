@@ -21,6 +21,7 @@ def stream_decode(engine: EngineAdapter, call: GenerateCall) -> AsyncIterator[To
         sampling=call.sampling,
         handoff=call.handoff,
         cache_salt=call.cache_salt,
+        lora=call.lora,
     )
     return engine.generate(request)
 

@@ -36,6 +36,13 @@ def _prepare_model(config) -> None:  # type: ignore[no-untyped-def]
         PREPARERS[config.model.prepare](path)
     if not (path / "config.json").exists():
         raise SystemExit(f"model folder {path} has no config.json (set model.prepare or point model.path at a model)")
+    for adapter in config.model.adapters:
+        folder = adapter.resolved_path
+        if adapter.prepare and not (folder / ".pdserve-complete").exists():
+            log.info("preparing LoRA adapter %s into %s (once)", adapter.prepare, folder)
+            PREPARERS[adapter.prepare](folder)
+        if not (folder / "adapter_config.json").exists():
+            raise SystemExit(f"LoRA adapter folder {folder} has no adapter_config.json")
 
 
 class _Server:

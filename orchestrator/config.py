@@ -36,16 +36,39 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class AdapterConfig(_Strict):
+    """A LoRA adapter served by the model's pools (vLLM engines only): ``name`` is what clients send as
+    ``model`` to use it, ``path`` a PEFT folder (``adapter_config.json`` + weights) on every worker's node;
+    ``prepare: tiny-lora`` builds the test adapter of the tiny model there once."""
+
+    name: str = Field(min_length=1)
+    path: str
+    prepare: Literal["tiny-lora"] | None = None
+
+    @property
+    def resolved_path(self) -> Path:
+        return Path(os.path.expandvars(self.path)).expanduser()
+
+
 class ModelConfig(_Strict):
     """The served model. ``name`` is what clients send as ``model``; ``path`` a local HF folder.
     ``key``: the model's short name in worker and process ids (``{key}.prefill-0``) when one front end
     serves several models (``orchestrator.deployment`` fills it in from the name when unset); None for a
-    deployment of one model, whose ids stay ``prefill-0``."""
+    deployment of one model, whose ids stay ``prefill-0``. ``adapters``: LoRA adapters its vLLM workers
+    serve, each listed by ``/v1/models`` and picked by its own name."""
 
     name: str
     path: str
     prepare: Literal["smollm2", "tiny"] | None = None
     key: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=40)
+    adapters: tuple[AdapterConfig, ...] = ()
+
+    @model_validator(mode="after")
+    def _adapter_names_are_their_own(self) -> ModelConfig:
+        names = [a.name for a in self.adapters]
+        for name in sorted({n for n in names if names.count(n) > 1 or n == self.name}):
+            raise ValueError(f"adapter name {name!r} is used twice (by another adapter or the model)")
+        return self
 
     @property
     def resolved_path(self) -> Path:
@@ -227,6 +250,12 @@ class PdserveConfig(_Strict):
         if pool.replicas < 1:
             raise ValueError("the decode pool needs at least one replica")
         return pool
+
+    @model_validator(mode="after")
+    def _adapters_need_vllm(self) -> PdserveConfig:
+        if self.model.adapters and self.engine.kind != "vllm":
+            raise ValueError(f"model.adapters: LoRA adapters need vLLM workers (engine.kind is {self.engine.kind})")
+        return self
 
     @model_validator(mode="after")
     def _placement_groups_need_resources(self) -> PdserveConfig:

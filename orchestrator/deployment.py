@@ -114,8 +114,10 @@ def parse_deployment(raw: Any, source: str = "<config>", overrides: dict[str, An
             continue
         key = config.model.key or key_of(config.model.name)
         configs.append(config.model_copy(update={"model": config.model.model_copy(update={"key": key})}))
-    for field, values in (("name", [c.model.name for c in configs]), ("key", [c.worker_prefix for c in configs])):
-        problems += [f"models: two models have the {field} {v.rstrip('.')!r}"
+    names = [name for c in configs for name in (c.model.name, *(a.name for a in c.model.adapters))]
+    for field, values in (("name", names), ("key", [c.worker_prefix for c in configs])):
+        problems += [f"models: two models{' (or LoRA adapters)' if field == 'name' else ''} have the {field} "
+                     f"{v.rstrip('.')!r}"
                      for v in sorted({v for v in values if values.count(v) > 1})]
     if problems:
         raise ConfigError(source, problems)

@@ -120,7 +120,8 @@ class RequestFlow:
 
     def _make_route(self, req: FlowRequest) -> RouteRequest:
         return self._router.make_request(req.prompt, cache_salt=req.cache_salt, session_key=req.session_key,
-                                         request_id=req.request_id, kv_bytes_per_token=self._kv_bytes_per_token)
+                                         request_id=req.request_id, kv_bytes_per_token=self._kv_bytes_per_token,
+                                         lora=req.lora)
 
     def _seat(self, decode_worker: str, prefill_tokens: int = 0, source: WorkerHandle | None = None) -> Seat:
         return Seat(self._decode.get(decode_worker), prefill_tokens, source)
@@ -161,7 +162,7 @@ class RequestFlow:
                                   attempt: str = "") -> tuple[KVHandoff, str, str, int]:
         assert self._prefill is not None
         call = PrefillCall(request_id=_prefill_id(req.request_id, attempt), prompt_token_ids=req.prompt,
-                           sampling=req.sampling, cache_salt=req.cache_salt)
+                           sampling=req.sampling, cache_salt=req.cache_salt, lora=req.lora)
         tried: set[str] = set()
         last_error: WorkerError | None = None
         for _attempt in range(2):
@@ -279,7 +280,7 @@ class RequestFlow:
         placement.seat.streamed = True
         handoff = placement.handoff
         call = GenerateCall(request_id=f"{req.request_id}-d{attempt}", prompt_token_ids=req.prompt,
-                            sampling=req.sampling, cache_salt=req.cache_salt, handoff=handoff)
+                            sampling=req.sampling, cache_salt=req.cache_salt, handoff=handoff, lora=req.lora)
         meter = self._meter.stream(placement, handle.host, self._source_host(placement), time.perf_counter())
         finished = False
         try:

@@ -52,10 +52,12 @@ HealthStatus = Literal["ok", "degraded", "unavailable"]
 
 @dataclass(frozen=True)
 class ModelCard:
-    """A served model: its name and the context length every worker of its pools accepts."""
+    """A served model: its name and the context length every worker of its pools accepts. ``parent``: for
+    a LoRA adapter, the model whose pools serve it (None for a model)."""
 
     name: str
     max_model_len: int
+    parent: str | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,8 @@ class ServedModel:
         self._flow = service.flow
         self._metrics = service.metrics
         self.card = ModelCard(service.config.model.name, service.facts.max_model_len)
+        self.adapters = tuple(ModelCard(a.name, service.facts.max_model_len, parent=self.card.name)
+                              for a in service.config.model.adapters)
         self.request_timeout_s: float = service.config.server.request_timeout_s
 
     @property
@@ -185,6 +189,7 @@ class Frontend:
             raise ValueError("a front end serves at least one model")
         first = models[0][0]
         self._served = {service.config.model.name: ServedModel(service) for service, _ in models}
+        self._by_adapter = {card.name: served for served in self._served.values() for card in served.adapters}
         self._services = [service for service, _ in models]
         self._memberships = {service.config.model.name: membership or Membership(service, None)
                              for service, membership in models}
@@ -195,12 +200,15 @@ class Frontend:
 
     @property
     def models(self) -> tuple[ModelCard, ...]:
-        """Every served model, in config order."""
-        return tuple(served.card for served in self._served.values())
+        """Every served model, in config order, each followed by its LoRA adapters."""
+        return tuple(card for served in self._served.values() for card in (served.card, *served.adapters))
 
-    def model(self, name: str) -> ServedModel:
-        """The served model called ``name``; ``KeyError`` when none is."""
-        return self._served[name]
+    def model(self, name: str) -> tuple[ServedModel, str | None]:
+        """The served model a request naming ``name`` runs on, and the LoRA adapter it runs with (None
+        when ``name`` is the model itself); ``KeyError`` when nothing served is called ``name``."""
+        if name in self._served:
+            return self._served[name], None
+        return self._by_adapter[name], name
 
     def authenticate(self, authorization: str | None) -> Caller | None:
         """The caller of an ``Authorization`` header (None: missing or unknown key; see ``auth.enabled``)."""

@@ -138,7 +138,40 @@ def prepare_tiny(folder: Path | None = None) -> Path:
     return _atomic_build(folder or default_model_dir("tiny-llama"), build)
 
 
+TINY_LORA_SEED = 4321
+TINY_LORA_RANK = 8
+
+
+def prepare_tiny_lora(folder: Path | None = None) -> Path:
+    """A deterministic random LoRA adapter (PEFT layout: ``adapter_config.json`` and
+    ``adapter_model.safetensors``) of rank 8 on the tiny Llama's ``q_proj`` and ``v_proj``, large enough
+    to change its greedy output (milliseconds)."""
+
+    def build(dest: Path) -> None:
+        import json
+
+        import torch
+        from safetensors.torch import save_file
+
+        generator = torch.Generator().manual_seed(TINY_LORA_SEED)
+        shapes = {"q_proj": (64, 64), "v_proj": (32, 64)}  # (out, in) of the tiny model's projections
+        tensors = {}
+        for layer in range(2):
+            for module, (out_features, in_features) in shapes.items():
+                key = f"base_model.model.model.layers.{layer}.self_attn.{module}"
+                tensors[f"{key}.lora_A.weight"] = torch.randn(TINY_LORA_RANK, in_features, generator=generator)
+                tensors[f"{key}.lora_B.weight"] = torch.randn(out_features, TINY_LORA_RANK, generator=generator)
+        save_file(tensors, str(dest / "adapter_model.safetensors"))
+        config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": TINY_LORA_RANK, "lora_alpha": 16,
+                  "lora_dropout": 0.0, "target_modules": sorted(shapes), "bias": "none", "fan_in_fan_out": False,
+                  "modules_to_save": None, "base_model_name_or_path": "tiny-llama"}
+        (dest / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+    return _atomic_build(folder or default_model_dir("tiny-llama-lora"), build)
+
+
 PREPARERS: dict[str, Callable[[Path | None], Path]] = {
     "smollm2": prepare_smollm2,
     "tiny": prepare_tiny,
+    "tiny-lora": prepare_tiny_lora,
 }

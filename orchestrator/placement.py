@@ -16,6 +16,7 @@ class FlowRequest:
     sampling: SamplingSpec
     cache_salt: str | None = None
     session_key: str | None = None
+    lora: str | None = None  # the LoRA adapter the request names as its model (None: the base model)
 
 
 class Seat:

@@ -28,6 +28,7 @@ async def run_prefill(engine: EngineAdapter, call: PrefillCall) -> KVHandoff:
         sampling=replace(call.sampling, max_tokens=1),
         remote_decode=True,
         cache_salt=call.cache_salt,
+        lora=call.lora,
     )
     handoff: KVHandoff | None = None
     first_token = -1

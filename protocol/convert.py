@@ -49,12 +49,14 @@ def events_request_pb() -> pb.EventsRequest:
 
 def prefill_call_to_pb(call: PrefillCall) -> pb.PrefillRequest:
     return pb.PrefillRequest(request_id=call.request_id, prompt_token_ids=list(call.prompt_token_ids),
-                             sampling=sampling_to_pb(call.sampling), cache_salt=call.cache_salt or "")
+                             sampling=sampling_to_pb(call.sampling), cache_salt=call.cache_salt or "",
+                             lora=call.lora or "")
 
 
 def prefill_call_from_pb(msg: pb.PrefillRequest) -> PrefillCall:
     return PrefillCall(request_id=msg.request_id, prompt_token_ids=tuple(msg.prompt_token_ids),
-                       sampling=sampling_from_pb(msg.sampling), cache_salt=msg.cache_salt or None)
+                       sampling=sampling_from_pb(msg.sampling), cache_salt=msg.cache_salt or None,
+                       lora=msg.lora or None)
 
 
 def prefill_response_to_pb(handoff: KVHandoff) -> pb.PrefillResponse:
@@ -67,7 +69,8 @@ def prefill_response_from_pb(msg: pb.PrefillResponse) -> KVHandoff:
 
 def generate_call_to_pb(call: GenerateCall) -> pb.GenerateRequest:
     msg = pb.GenerateRequest(request_id=call.request_id, prompt_token_ids=list(call.prompt_token_ids),
-                             sampling=sampling_to_pb(call.sampling), cache_salt=call.cache_salt or "")
+                             sampling=sampling_to_pb(call.sampling), cache_salt=call.cache_salt or "",
+                             lora=call.lora or "")
     if call.handoff is not None:
         msg.handoff.CopyFrom(handoff_to_pb(call.handoff))
     return msg
@@ -77,7 +80,7 @@ def generate_call_from_pb(msg: pb.GenerateRequest) -> GenerateCall:
     return GenerateCall(
         request_id=msg.request_id, prompt_token_ids=tuple(msg.prompt_token_ids),
         sampling=sampling_from_pb(msg.sampling), cache_salt=msg.cache_salt or None,
-        handoff=handoff_from_pb(msg.handoff) if msg.HasField("handoff") else None,
+        handoff=handoff_from_pb(msg.handoff) if msg.HasField("handoff") else None, lora=msg.lora or None,
     )
 
 
@@ -253,6 +256,8 @@ def _event_to_pb(event: KvEvent) -> pb.KvEvent:
             stored.parent_block_hash = event.parent_block_hash & _U64
         if event.cache_salt is not None:
             stored.cache_salt = event.cache_salt
+        if event.lora is not None:
+            stored.lora = event.lora
         return pb.KvEvent(stored=stored)
     if isinstance(event, BlockRemoved):
         return pb.KvEvent(removed=pb.BlockRemoved(block_hashes=[h & _U64 for h in event.block_hashes]))
@@ -269,6 +274,7 @@ def _event_from_pb(msg: pb.KvEvent) -> KvEvent:
             token_ids=tuple(s.token_ids),
             block_size=s.block_size,
             cache_salt=s.cache_salt if s.HasField("cache_salt") else None,
+            lora=s.lora if s.HasField("lora") else None,
         )
     if kind == "removed":
         return BlockRemoved(block_hashes=tuple(msg.removed.block_hashes))

@@ -29,6 +29,16 @@ class CpuShare(_Frozen):
     frontend_cores: int = Field(default=1, ge=0)
 
 
+class AdapterSpec(_Frozen):
+    """A LoRA adapter a vLLM worker serves: ``name`` is what calls and KV events name it (vLLM's
+    ``lora_name``), ``adapter_id`` vLLM's ``lora_int_id`` (unique on the worker), ``path`` its PEFT folder
+    on the worker's node."""
+
+    name: str = Field(min_length=1)
+    adapter_id: int = Field(ge=1)
+    path: str
+
+
 class EngineSpec(_Frozen):
     """What a worker needs to build its engine.
 
@@ -44,6 +54,8 @@ class EngineSpec(_Frozen):
     * ``cpu_share``: vLLM on CPU only, the cores this worker computes on (None: vLLM's own binding).
     * ``handoff_host``, ``link_bandwidth_bytes_per_s``: sim only, the host its handoffs name and its KV
       link's bandwidth (the profile's unless ``args`` sets them).
+    * ``adapters``: vLLM only, the LoRA adapters the engine serves besides the base model (LoRA is
+      enabled, with room for all of them in one batch, when there is any).
     * ``sim_topology``: sim only, the fleet's hosts and racks (``protocol.sim_topology``): pulls into one
       host share its NIC, and pulls between racks are slower. None: every pull has a link of its own.
     """
@@ -60,6 +72,7 @@ class EngineSpec(_Frozen):
     link_bandwidth_bytes_per_s: float | None = Field(default=None, gt=0)
     cpu_share: CpuShare | None = None
     sim_topology: SimTopology | None = None
+    adapters: tuple[AdapterSpec, ...] = ()
 
     @property
     def kind(self) -> str:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-WIRE_VERSION = 4
+WIRE_VERSION = 5
 """Version of the orchestrator/worker messages. Bump it whenever a field or status changes meaning,
 appears or goes away in ``worker.proto``; a worker reporting another version is refused at registration.
 (1 was the unversioned protocol: workers that predate the field report 0; 3 added the ABORTED Generate
 of a void handoff and vLLM's penalties, ``top_k``, ``min_tokens`` and ``logit_bias`` to ``Sampling``;
-4 added ``kv_pull`` to the Generate stream's chunks.)"""
+4 added ``kv_pull`` to the Generate stream's chunks; 5 added ``lora``, the LoRA adapter, to Prefill and
+Generate calls and to stored-block events.)"""
 
 VOID_REASON_KEY = "pdserve-void-reason"
 """Trailing metadata of a Generate the worker ended with ABORTED because its KV handoff could not be read:
@@ -89,13 +90,15 @@ class EngineInfo:
 class BlockStored:
     """Blocks an engine added to its prefix cache, in vLLM's shape: chained engine hashes (opaque),
     the parent block's engine hash, and the token ids of all stored blocks in order. ``cache_salt`` is
-    the tenant salt of the request's first block, set only when ``parent_block_hash`` is None."""
+    the tenant salt of the request's first block, set only when ``parent_block_hash`` is None. ``lora``:
+    the name of the LoRA adapter the blocks were computed with (None: the base model)."""
 
     block_hashes: tuple[int, ...]
     parent_block_hash: int | None
     token_ids: tuple[int, ...]
     block_size: int
     cache_salt: str | None = None
+    lora: str | None = None
 
 
 @dataclass(frozen=True)
@@ -164,12 +167,14 @@ class PrefillCall:
     The worker generates one token (whatever ``sampling.max_tokens`` says) and answers with the
     ``KVHandoff`` of the held blocks. ``request_id`` is the worker-side id (unique per call; ``Abort``
     names it). ``cache_salt`` isolates tenants in the prefix cache; None (sent as "") means no salt.
+    ``lora``: the name of one of the worker's LoRA adapters to run the prompt with (None: the base model).
     """
 
     request_id: str
     prompt_token_ids: tuple[int, ...]
     sampling: SamplingSpec
     cache_salt: str | None = None
+    lora: str | None = None
 
 
 @dataclass(frozen=True)
@@ -185,6 +190,7 @@ class GenerateCall:
     sampling: SamplingSpec
     cache_salt: str | None = None
     handoff: KVHandoff | None = None
+    lora: str | None = None
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ class EngineRequest:
 
     ``remote_decode``: run as a prefill for another worker (max_tokens is forced to 1 by the prefill
     role) and keep the KV blocks under a lease. ``handoff``: pull the prompt's KV from this prefill
-    worker before decoding. ``cache_salt`` isolates tenants in the prefix cache.
+    worker before decoding. ``cache_salt`` isolates tenants in the prefix cache. ``lora``: the name of
+    one of the engine's LoRA adapters (``EngineSpec.adapters``) to run with; None: the base model.
     """
 
     request_id: str
@@ -31,6 +32,7 @@ class EngineRequest:
     remote_decode: bool = False
     handoff: KVHandoff | None = None
     cache_salt: str | None = None
+    lora: str | None = None
 
 
 @dataclass(frozen=True)

@@ -83,10 +83,12 @@ def effective_cache_salt(tenant: str | None, cache_salt: str | None) -> str | No
 def flow_request(body: Body, prompt: list[int], request_id: str, session_key: str | None, model: ModelCard,
                  tokenizer: Tokenizer, tenant: str | None = None,
                  default_max_tokens: int | None = None) -> FlowRequest:
-    """The flow's request for ``body`` and its tokenized ``prompt`` (of ``tenant``, when keys are on);
-    404 when it names another model."""
+    """The flow's request for ``body`` and its tokenized ``prompt`` (of ``tenant``, when keys are on) on
+    ``model``: a model, or a LoRA adapter (a card with a ``parent``), which the request then runs with;
+    404 when ``body`` names another."""
     if body.model != model.name:
         raise not_found_model(body.model)
     spec = sampling_spec(body, len(prompt), model.max_model_len, tokenizer.eos_token_id, default_max_tokens)
     return FlowRequest(request_id=request_id, prompt=tuple(prompt), sampling=spec,
-                       cache_salt=effective_cache_salt(tenant, body.cache_salt), session_key=session_key or body.user)
+                       cache_salt=effective_cache_salt(tenant, body.cache_salt), session_key=session_key or body.user,
+                       lora=model.name if model.parent is not None else None)

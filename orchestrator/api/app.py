@@ -28,7 +28,7 @@ from orchestrator.frontend import Frontend
 def create_app(frontend: Frontend, tokenizers: Mapping[str, Tokenizer]) -> FastAPI:
     """The app serving ``frontend``'s models; ``tokenizers`` has each model's own, by model name (prompts
     are tokenized once, by the model a request names)."""
-    missing = {card.name for card in frontend.models} - set(tokenizers)
+    missing = {card.parent or card.name for card in frontend.models} - set(tokenizers)
     if missing:
         raise ValueError(f"no tokenizer for {', '.join(sorted(missing))}")
     app = FastAPI(title="pdserve", version="0.1.0")

@@ -33,7 +33,7 @@ from orchestrator.api.shapes import ResponseShape
 from orchestrator.api.streaming import ClientGone, collect, sse_events, unless_disconnected
 from orchestrator.api.text import IncrementalText, Tokenizer
 from orchestrator.errors import NoHealthyWorker, WorkerError
-from orchestrator.frontend import Frontend, Placement, ServedModel, WorkerHealth
+from orchestrator.frontend import Frontend, ModelCard, Placement, ServedModel, WorkerHealth
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -53,27 +53,36 @@ class Routes:
         self._offload = Offload(frontend.limits.tokenize_threads)  # templating and tokenizing: off the loop
 
     def _served(self, body: Body) -> tuple[ServedModel, Tokenizer]:
-        """The model ``body`` names and its tokenizer; 404 when the server does not serve it."""
+        """The model ``body`` names (itself or through one of its LoRA adapters) and its tokenizer; 404
+        when the server serves nothing of that name."""
         try:
-            return self._frontend.model(body.model), self._tokenizers[body.model]
+            served, _ = self._frontend.model(body.model)
         except KeyError:
             raise not_found_model(body.model) from None
+        return served, self._tokenizers[served.name]
+
+    @staticmethod
+    def _card(body: Body, served: ServedModel) -> ModelCard:
+        """The card of what ``body`` names: the model's, or its adapter's."""
+        return next((card for card in served.adapters if card.name == body.model), served.card)
 
     async def chat(self, request: Request, body: ChatCompletionRequest) -> Response:
         check_request(body, self._frontend.limits)
         served, tokenizer = self._served(body)
         prompt = await self._offload.run(chat_prompt, body, tokenizer)
-        return await self._serve(request, body, prompt, served, tokenizer, ResponseShape.chat(served.name))
+        return await self._serve(request, body, prompt, served, tokenizer, ResponseShape.chat(body.model))
 
     async def completions(self, request: Request, body: CompletionRequest) -> Response:
         check_request(body, self._frontend.limits)
         served, tokenizer = self._served(body)
         prompt = await self._offload.run(completion_prompt, body, tokenizer)
-        return await self._serve(request, body, prompt, served, tokenizer, ResponseShape.completion(served.name))
+        return await self._serve(request, body, prompt, served, tokenizer, ResponseShape.completion(body.model))
 
     async def models(self) -> dict[str, Any]:
+        """Every model, each followed by its LoRA adapters (``parent``: the model serving it), as vLLM lists them."""
         return {"object": "list", "data": [{"id": model.name, "object": "model", "created": 0, "owned_by": "pdserve",
-                                            "max_model_len": model.max_model_len} for model in self._frontend.models]}
+                                            "max_model_len": model.max_model_len, "parent": model.parent}
+                                           for model in self._frontend.models]}
 
     async def health(self) -> JSONResponse:
         """200 with ``ok`` or ``degraded``, 503 with ``unavailable`` (see ``DeploymentHealth``). ``prefill``,
@@ -109,7 +118,7 @@ class Routes:
     async def _serve_admitted(self, request: Request, body: Body, prompt: list[int], served: ServedModel,
                               tokenizer: Tokenizer, shape: ResponseShape, tenant: str | None) -> Response:
         session = request.headers.get("x-session-id")
-        req = flow_request(body, prompt, shape.request_id, session, served.card, tokenizer, tenant,
+        req = flow_request(body, prompt, shape.request_id, session, self._card(body, served), tokenizer, tenant,
                            self._frontend.limits.default_max_tokens)
         try:
             placement = await unless_disconnected(request, served.place(req))

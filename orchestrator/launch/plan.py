@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from orchestrator.config import PdserveConfig, PoolConfig, Resources
-from protocol.launch import CpuShare, EngineSpec, WorkerLaunchSpec
+from protocol.launch import AdapterSpec, CpuShare, EngineSpec, WorkerLaunchSpec
 from transfer.nixl_env import worker_env
 
 
@@ -84,10 +84,12 @@ def worker_spec(config: PdserveConfig, role: str, index: int, run_id: str) -> Wo
     if config.engine.kind == "vllm":
         ipc_dir = os.environ.get("PDSERVE_IPC_DIR", tempfile.gettempdir())
         env.update(worker_env(transfer))
+        adapters = tuple(AdapterSpec(name=a.name, adapter_id=i, path=str(a.resolved_path))
+                         for i, a in enumerate(config.model.adapters, start=1))
         engine = EngineSpec(model=str(config.model.resolved_path), worker_id=worker_id, role=role, args=args,
                             env=tuple(sorted(env.items())), lease_timeout_s=lease, kv_buffer_device=transfer.device,
                             events_endpoint=f"ipc://{ipc_dir}/pdserve-{run_id}-{worker_id}.kv",
-                            cpu_share=_cpu_share(config, role, index))
+                            cpu_share=_cpu_share(config, role, index), adapters=adapters)
     else:
         topology = getattr(config.engine, "topology", None)
         engine = EngineSpec(model=str(config.model.resolved_path), worker_id=worker_id, role=role, args=args,

@@ -25,14 +25,16 @@ _U32_MAX = 0xFFFF_FFFF
 TokenIds = Sequence[int] | np.ndarray
 
 
-def make_salt(model: str, cache_salt: str | None) -> bytes:
-    """The 16-byte salt of a chain's first block for ``model`` and the tenant's ``cache_salt``.
+def make_salt(model: str, cache_salt: str | None, lora: str | None = None) -> bytes:
+    """The 16-byte salt of a chain's first block for ``model``, the tenant's ``cache_salt`` and the LoRA
+    adapter ``lora`` the blocks are computed with (None: the base model).
 
-    Different models, or different tenants of one model, get different salts, so their chains never share a
+    Different models, adapters, or tenants of one model get different salts, so their chains never share a
     hash. ``None`` and ``""`` are distinct tenants (``None`` means "no salt was given").
     """
     tenant = b"\x00" if cache_salt is None else b"\x01" + cache_salt.encode("utf-8")
-    return xxhash.xxh3_128_digest(b"pdserve/v1\x00" + model.encode("utf-8") + b"\x00" + tenant)
+    adapter = b"" if lora is None else b"\x00lora\x00" + lora.encode("utf-8")
+    return xxhash.xxh3_128_digest(b"pdserve/v1\x00" + model.encode("utf-8") + b"\x00" + tenant + adapter)
 
 
 def as_uint32(token_ids: TokenIds) -> np.ndarray:

@@ -145,7 +145,7 @@ class PrefixIndex:
             parent = worker.engine_to_pd.get(event.parent_block_hash)
             if parent is None:
                 return 0, len(event.block_hashes)
-        salt = make_salt(self.model, event.cache_salt) if parent is None else b""
+        salt = make_salt(self.model, event.cache_salt, event.lora) if parent is None else b""
         pd_hashes = block_hash_list(event.token_ids, self.block_size, salt, parent=parent)
         added = 0
         table, engine_to_pd, extra = self._table, worker.engine_to_pd, worker.extra_refs

@@ -40,9 +40,10 @@ class Router:
 
     def make_request(self, token_ids: TokenIds, *, cache_salt: str | None = None,
                      session_key: str | None = None, request_id: str = "",
-                     kv_bytes_per_token: int = 0) -> RouteRequest:
-        """Hash the prompt (the only per-token work of a decision). Raises ``ValueError`` on bad ids."""
-        hashes = block_hash_list(token_ids, self.block_size, make_salt(self.model, cache_salt))
+                     kv_bytes_per_token: int = 0, lora: str | None = None) -> RouteRequest:
+        """Hash the prompt (the only per-token work of a decision), salted with the tenant's ``cache_salt``
+        and the LoRA adapter ``lora`` (None: the base model). Raises ``ValueError`` on bad ids."""
+        hashes = block_hash_list(token_ids, self.block_size, make_salt(self.model, cache_salt, lora))
         return RouteRequest(tuple(hashes), len(token_ids), self.block_size, session_key=session_key,
                             request_id=request_id, kv_bytes_per_token=kv_bytes_per_token)
 

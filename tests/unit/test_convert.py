@@ -75,7 +75,7 @@ def test_info_round_trip_keeps_the_wire_version(version: int) -> None:
 
 def test_a_description_speaks_this_wire_version_and_an_old_worker_reads_as_zero() -> None:
     desc = WorkerDescription(worker_id="w", role="decode", host="h", engine_kind="sim", engine=ENGINE)
-    assert desc.wire_version == WIRE_VERSION == 4
+    assert desc.wire_version == WIRE_VERSION == 5
     unversioned = convert.info_to_pb(desc)
     unversioned.ClearField("wire_version")  # what a worker built before the field existed sends
     assert convert.info_from_pb(wire(unversioned)).wire_version == 0
@@ -89,6 +89,7 @@ SPEC = SamplingSpec(max_tokens=8, temperature=0.0, seed=3, stop_token_ids=(2,))
 
 @pytest.mark.parametrize("call", [
     PrefillCall(request_id="r-p", prompt_token_ids=(5, 6, 7), sampling=SPEC, cache_salt="tenant"),
+    PrefillCall(request_id="r-p", prompt_token_ids=(5,), sampling=SPEC, lora="tiny-pirate"),
     PrefillCall(request_id="r-p", prompt_token_ids=(), sampling=SamplingSpec(max_tokens=1)),
 ])
 def test_prefill_call_round_trip(call: PrefillCall) -> None:
@@ -98,6 +99,7 @@ def test_prefill_call_round_trip(call: PrefillCall) -> None:
 @pytest.mark.parametrize("call", [
     GenerateCall(request_id="r-d", prompt_token_ids=(5, 6, 7), sampling=SPEC, cache_salt="t", handoff=HANDOFF),
     GenerateCall(request_id="r-d", prompt_token_ids=(5,), sampling=SPEC),
+    GenerateCall(request_id="r-d", prompt_token_ids=(5,), sampling=SPEC, handoff=HANDOFF, lora="tiny-pirate"),
     GenerateCall(request_id="r-d", prompt_token_ids=(5,), sampling=SPEC,
                  handoff=KVHandoff(engine_id="", block_ids=(), host="", port=0)),  # all defaults: still present
 ])
@@ -141,6 +143,8 @@ def test_event_batch_round_trip_keeps_kinds_order_and_fields() -> None:
         BlockStored(block_hashes=(11, 12), parent_block_hash=None, token_ids=tuple(range(8)), block_size=4,
                     cache_salt="tenant-a"),
         BlockStored(block_hashes=(13,), parent_block_hash=12, token_ids=(8, 9, 10, 11), block_size=4),
+        BlockStored(block_hashes=(14,), parent_block_hash=None, token_ids=(8, 9, 10, 11), block_size=4,
+                    lora="tiny-pirate"),
         BlockRemoved(block_hashes=(11,)),
         AllBlocksCleared(),
         BlockStored(block_hashes=(), parent_block_hash=0, token_ids=(), block_size=4, cache_salt=""),

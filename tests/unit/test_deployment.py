@@ -84,12 +84,15 @@ def test_errors_name_the_model_entry() -> None:
 
 
 def test_names_and_keys_are_unique() -> None:
-    assert problems(entry("a"), entry("a")) == ["models: two models have the name 'a'",
+    assert problems(entry("a"), entry("a")) == ["models: two models (or LoRA adapters) have the name 'a'",
                                                 "models: two models have the key 'a'"]
     assert problems(entry("Llama 3"), entry("llama-3")) == ["models: two models have the key 'llama-3'"]
     clash = entry("b")
     clash["model"]["key"] = "a"
     assert problems(entry("a"), clash) == ["models: two models have the key 'a'"]
+    lora = entry("b", engine=VLLM)
+    lora["model"]["adapters"] = [{"name": "a", "path": "/adapters/a"}]
+    assert problems(entry("a"), lora) == ["models: two models (or LoRA adapters) have the name 'a'"]
 
 
 def test_overrides_step_into_the_list() -> None:

@@ -84,6 +84,21 @@ def test_cache_salt_from_extra_keys(extra_keys: Any, salt: str | None) -> None:
     assert isinstance(converted, PdStored) and converted.cache_salt == salt
 
 
+@pytest.mark.parametrize(("extra_keys", "salt"), [
+    ([("tiny-pirate",), ("tiny-pirate",)], None),  # an adapter's name on every block is not a salt
+    ([("tiny-pirate", "tenant-a"), ("tiny-pirate",)], "tenant-a"),
+    ([("tiny-pirate", "tiny-pirate")], "tiny-pirate"),  # a salt that happens to equal the adapter's name
+])
+def test_a_lora_block_names_its_adapter_apart_from_the_salt(extra_keys: Any, salt: str | None) -> None:
+    event = BlockStored(block_hashes=[1, 2], parent_block_hash=None, token_ids=[1, 2], block_size=1, lora_id=1,
+                        lora_name="tiny-pirate", extra_keys=extra_keys)
+    converted = convert_event(event)
+    assert isinstance(converted, PdStored) and (converted.lora, converted.cache_salt) == ("tiny-pirate", salt)
+    continued = convert_event(BlockStored(block_hashes=[3], parent_block_hash=2, token_ids=[3], block_size=1,
+                                          lora_name="tiny-pirate", extra_keys=[("tiny-pirate",)]))
+    assert isinstance(continued, PdStored) and (continued.lora, continued.cache_salt) == ("tiny-pirate", None)
+
+
 def test_removed_cleared_and_unknown_kinds() -> None:
     assert convert_event(BlockRemoved(block_hashes=[1, -2])) == PdRemoved(block_hashes=(1, -2))
     assert convert_event(AllBlocksCleared()) == PdAllCleared()

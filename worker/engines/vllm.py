@@ -33,6 +33,7 @@ from protocol.types import EngineInfo, EngineLoad, KvEventBatch, KVHandoff, Samp
 from transfer.handoff import handoff_from_vllm, handoff_to_vllm, remote_decode_request_params
 from worker.engine import EngineRequest, EngineSpec, HandoffVoid, TokenDelta, register_engine
 from worker.engines.vllm_events import KvEventSubscriber
+from worker.engines.vllm_lora import LoraRequests, lora_engine_kwargs
 from worker.engines.vllm_stats import LoadTracker, stat_logger_factory
 
 DEFAULT_LEASE_TIMEOUT_S = 30.0  # vLLM's own kv_lease_duration default
@@ -86,6 +87,7 @@ class VllmEngine:
         self._lease_s = DEFAULT_LEASE_TIMEOUT_S if spec.lease_timeout_s is None else spec.lease_timeout_s
         self._events_endpoint = spec.events_endpoint or f"ipc:///tmp/pdserve-kv-{os.getpid()}"
         self._topic = "kv"
+        self._loras = LoraRequests(spec.adapters)
 
     async def start(self) -> None:
         from vllm.config import KVEventsConfig, KVTransferConfig
@@ -114,7 +116,7 @@ class VllmEngine:
             kv_transfer_config=transfer,
             kv_events_config=events,
             disable_log_stats=False,
-            **self._args.engine_kwargs(),
+            **{**lora_engine_kwargs(self._spec.adapters), **self._args.engine_kwargs()},
         )
         self._subscriber = KvEventSubscriber(self._events_endpoint, self._topic)
         self._llm = AsyncLLM.from_engine_args(engine_args, stat_loggers=[stat_logger_factory(self._tracker)])
@@ -184,6 +186,7 @@ class VllmEngine:
         prompt = TokensPrompt(prompt_token_ids=list(request.prompt_token_ids))
         if request.cache_salt:
             prompt["cache_salt"] = request.cache_salt
+        lora = self._loras.get(request.lora)  # ValueError: an adapter not served here
         if request.handoff is not None:
             self._check_lease(request.handoff)
         params = self._sampling_params(request.sampling, request.remote_decode, request.handoff)
@@ -193,7 +196,7 @@ class VllmEngine:
         first_token = -1
         self._live.add(request.request_id)
         try:
-            async for out in self._llm.generate(prompt, params, request.request_id):
+            async for out in self._llm.generate(prompt, params, request.request_id, lora_request=lora):
                 completion = out.outputs[0]
                 tokens = tuple(int(t) for t in completion.token_ids)
                 if tokens and first_token < 0:

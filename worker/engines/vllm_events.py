@@ -15,14 +15,18 @@ from typing import Any
 from protocol.types import AllBlocksCleared, BlockRemoved, BlockStored, KvEvent, KvEventBatch
 
 
-def _cache_salt(extra_keys: Any) -> str | None:
-    """The cache_salt string vLLM folds into a first block's hash, from the event's ``extra_keys``."""
+def _cache_salt(extra_keys: Any, lora_name: str | None) -> str | None:
+    """The cache_salt string vLLM folds into a first block's hash, from the event's ``extra_keys``. A LoRA
+    request's keys start with the adapter's name (vLLM orders them: adapter, then cache_salt), which is
+    not a salt."""
     if not extra_keys:
         return None
     first = extra_keys[0]
     if not first:
         return None
     strings = [k for k in first if isinstance(k, str)]
+    if lora_name is not None and strings[:1] == [lora_name]:
+        strings = strings[1:]
     return strings[-1] if strings else None
 
 
@@ -39,12 +43,14 @@ def convert_event(event: Any) -> KvEvent | None:
     kind = type(event).__name__
     if kind == "BlockStored":
         parent = event.parent_block_hash
+        lora = getattr(event, "lora_name", None) or None
         return BlockStored(
             block_hashes=tuple(_as_int(h) for h in event.block_hashes),
             parent_block_hash=None if parent is None else _as_int(parent),
             token_ids=tuple(int(t) for t in event.token_ids),
             block_size=int(event.block_size),
-            cache_salt=_cache_salt(event.extra_keys) if parent is None else None,
+            cache_salt=_cache_salt(event.extra_keys, lora) if parent is None else None,
+            lora=lora,
         )
     if kind == "BlockRemoved":
         return BlockRemoved(block_hashes=tuple(_as_int(h) for h in event.block_hashes))

@@ -11,7 +11,10 @@ from hypothesis import strategies as st
 
 from orchestrator.scheduler.hashing import block_hash_list, make_salt
 from orchestrator.scheduler.mask_table import MaskTable
+from orchestrator.scheduler.plugin import PluginEnv
 from orchestrator.scheduler.prefix_index import PrefixIndex
+from orchestrator.scheduler.profiles import build_pipeline, preset
+from orchestrator.scheduler.router import Router
 from protocol.types import AllBlocksCleared, BlockRemoved, BlockStored, KvEventBatch
 
 BS = 2
@@ -157,6 +160,18 @@ def test_tenant_salt_isolates_chains() -> None:
     assert index.match(block_hash_list([5, 6], BS, make_salt(MODEL, "a"))) == {"w": 1}
     assert index.match(block_hash_list([5, 6], BS, make_salt(MODEL, "b"))) == {}
     assert index.match(block_hash_list([5, 6], BS, make_salt(MODEL, None))) == {}
+
+
+def test_a_lora_adapters_blocks_match_only_that_adapter() -> None:
+    index = PrefixIndex(MODEL, BS)
+    index.apply("w", KvEventBatch(0, 0.0, (BlockStored((1,), None, (5, 6), BS, lora="pirate"),
+                                           BlockStored((2,), 1, (7, 8), BS, lora="pirate"))))
+    router = Router(model=MODEL, block_size=BS, index=index, prefill=build_pipeline(preset("kv_aware"), PluginEnv()),
+                    decode=build_pipeline(preset("decode"), PluginEnv()))
+    assert router.match(router.make_request((5, 6, 7, 8), lora="pirate")) == {"w": 2}
+    assert router.match(router.make_request((5, 6, 7, 8))) == {}  # the base model computed nothing
+    assert router.match(router.make_request((5, 6, 7, 8), lora="parrot")) == {}
+    assert router.match(router.make_request((5, 6, 7, 8), cache_salt="t", lora="pirate")) == {}
 
 
 def test_bad_event_raises_before_mutating() -> None:

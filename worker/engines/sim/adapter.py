@@ -102,6 +102,8 @@ class SimEngine:
     async def generate(self, request: EngineRequest) -> AsyncIterator[TokenDelta]:
         if self._task is None or self._closed:
             raise RuntimeError("engine is not running")
+        if request.lora is not None:
+            raise ValueError(f"LoRA adapter {request.lora!r}: the simulated engine serves no adapter")
         self.core.add(request)
         stream = self._streams[request.request_id] = RequestStream(request)
         self._wake.set()
