@@ -163,6 +163,19 @@ class FrontEnd:
         return predicate()
 
 
+def admin_workers(url: str) -> dict[str, dict[str, Any]]:
+    """The server's worker registry (``GET /admin/workers``, no key), by worker id."""
+    return {row["id"]: row for row in httpx.get(f"{url}/admin/workers", timeout=10).json()["data"]}
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> None:
+    """Poll ``predicate`` every 0.1 s until it is true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
 def metric_value(text: str, name: str, **labels: str) -> float:
     """The sample of ``name`` with exactly ``labels`` (0 when absent). Unless ``model`` is among
     ``labels``, samples are matched without their ``model`` label and summed over the models."""

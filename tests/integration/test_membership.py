@@ -16,7 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
-from pd_harness import MODEL_NAME, FrontEnd, LoopThread, sim_config
+from pd_harness import MODEL_NAME, FrontEnd, LoopThread, sim_config, wait_for
+from pd_harness import admin_workers as workers
 
 from orchestrator.api.text import Tokenizer
 from orchestrator.config import PdserveConfig
@@ -63,17 +64,6 @@ class SteadyLoad:
 
     def failures(self) -> list[tuple[int, str, str, float]]:
         return [r for r in self.results if r[0] != 200]
-
-
-def workers(url: str) -> dict[str, dict[str, Any]]:
-    return {row["id"]: row for row in httpx.get(f"{url}/admin/workers", timeout=10).json()["data"]}
-
-
-def wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from pd_harness import SIM_VOCAB, FrontEnd, LoopThread, assert_error, metric_value
+from pd_harness import SIM_VOCAB, FrontEnd, LoopThread, assert_error, metric_value, wait_for
+from pd_harness import admin_workers as workers
 
 from orchestrator.api.text import Tokenizer
 from orchestrator.deployment import Deployment, parse_deployment
@@ -61,17 +62,6 @@ def front(tiny_model_dir: Path, tokenizer: Tokenizer, harness_loop: LoopThread,
             served.stop()
     finally:
         launcher.stop()
-
-
-def workers(url: str) -> dict[str, dict[str, Any]]:
-    return {row["id"]: row for row in httpx.get(f"{url}/admin/workers", timeout=10).json()["data"]}
-
-
-def wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def ask(client: openai.OpenAI, model: str) -> tuple[Any, dict[str, str]]:
