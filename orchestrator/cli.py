@@ -204,6 +204,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return subprocess.call([sys.executable, "-m", "bench.planner", *args.args])
 
 
+def cmd_autoscale(args: argparse.Namespace) -> int:
+    """``pdserve autoscale ARGS`` runs ``python -m bench.planner.autoscale ARGS`` in a child process (it sizes
+    with the simulated engine's timing model, which the orchestrator never imports)."""
+    import subprocess
+
+    return subprocess.call([sys.executable, "-m", "bench.planner.autoscale", *args.args])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pdserve", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -244,6 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "(`pdserve plan --help`)", add_help=False, prefix_chars="+")
     plan.add_argument("args", nargs=argparse.REMAINDER)
     plan.set_defaults(func=cmd_plan)
+    autoscale = sub.add_parser("autoscale", help="opt-in loop sizing a running server's pools for SLOs "
+                               "(`pdserve autoscale --help`)", add_help=False, prefix_chars="+")
+    autoscale.add_argument("args", nargs=argparse.REMAINDER)
+    autoscale.set_defaults(func=cmd_autoscale)
     return parser
 
 

@@ -28,5 +28,7 @@ checks chosen splits on the whole fleet, and ``bench.planner.check`` on the real
 
 Modules: ``tokens`` (workload -> token requests), ``spec`` (splits, routing settings), ``fleet`` (one
 run), ``goodput`` (definition, bisection, run length), ``search`` (per-split search, recommendation),
-``report`` (table, commands, files, figure), ``cli``, ``check``.
+``report`` (table, commands, files, figure), ``cli``, ``check``; and ``pdserve autoscale``, the opt-in loop
+that applies a sizing to a running server: ``observe`` (metrics and pools), ``sla`` (profile predictions,
+sizing), ``control`` (corrections, limits, hysteresis), ``autoscale`` (the loop, the HTTP edge, the CLI).
 """
