@@ -161,6 +161,10 @@ class SimEngine:
         self._events_ready.set()
 
     # ----------------------------------------------------------------- beyond the protocol
+    @property
+    def running(self) -> bool:  # started, not shut down, and its loop alive (a health check's answer)
+        return self._task is not None and not self._task.done() and not self._closed
+
     def release_handoff(self, key: str) -> bool:
         """Free now the blocks a finished prefill holds for a remote decode: ``key`` is a handoff's
         ``request_id`` (its lease key) or the request id (every lease of it). False if none held."""
