@@ -189,7 +189,7 @@ class Frontend:
             raise ValueError("a front end serves at least one model")
         first = models[0][0]
         self._served = {service.config.model.name: ServedModel(service) for service, _ in models}
-        self._by_adapter = {card.name: served for served in self._served.values() for card in served.adapters}
+        self._by_adapter = {card.name: (served, card) for served in self._served.values() for card in served.adapters}
         self._services = [service for service, _ in models]
         self._memberships = {service.config.model.name: membership or Membership(service, None)
                              for service, membership in models}
@@ -203,12 +203,12 @@ class Frontend:
         """Every served model, in config order, each followed by its LoRA adapters."""
         return tuple(card for served in self._served.values() for card in (served.card, *served.adapters))
 
-    def model(self, name: str) -> tuple[ServedModel, str | None]:
-        """The served model a request naming ``name`` runs on, and the LoRA adapter it runs with (None
-        when ``name`` is the model itself); ``KeyError`` when nothing served is called ``name``."""
+    def model(self, name: str) -> tuple[ServedModel, ModelCard]:
+        """The served model a request naming ``name`` runs on, and the card of what it named: the model's
+        own, or its LoRA adapter's (``parent`` set); ``KeyError`` when nothing served is called ``name``."""
         if name in self._served:
-            return self._served[name], None
-        return self._by_adapter[name], name
+            return self._served[name], self._served[name].card
+        return self._by_adapter[name]
 
     def authenticate(self, authorization: str | None) -> Caller | None:
         """The caller of an ``Authorization`` header (None: missing or unknown key; see ``auth.enabled``)."""

@@ -52,31 +52,26 @@ class Routes:
         self._tokenizers = dict(tokenizers)
         self._offload = Offload(frontend.limits.tokenize_threads)  # templating and tokenizing: off the loop
 
-    def _served(self, body: Body) -> tuple[ServedModel, Tokenizer]:
-        """The model ``body`` names (itself or through one of its LoRA adapters) and its tokenizer; 404
-        when the server serves nothing of that name."""
+    def _served(self, body: Body) -> tuple[ServedModel, ModelCard, Tokenizer]:
+        """The model ``body`` names (itself or through one of its LoRA adapters), the card of what it
+        named, and the model's tokenizer; 404 when the server serves nothing of that name."""
         try:
-            served, _ = self._frontend.model(body.model)
+            served, card = self._frontend.model(body.model)
         except KeyError:
             raise not_found_model(body.model) from None
-        return served, self._tokenizers[served.name]
-
-    @staticmethod
-    def _card(body: Body, served: ServedModel) -> ModelCard:
-        """The card of what ``body`` names: the model's, or its adapter's."""
-        return next((card for card in served.adapters if card.name == body.model), served.card)
+        return served, card, self._tokenizers[served.name]
 
     async def chat(self, request: Request, body: ChatCompletionRequest) -> Response:
         check_request(body, self._frontend.limits)
-        served, tokenizer = self._served(body)
+        served, card, tokenizer = self._served(body)
         prompt = await self._offload.run(chat_prompt, body, tokenizer)
-        return await self._serve(request, body, prompt, served, tokenizer, ResponseShape.chat(body.model))
+        return await self._serve(request, body, prompt, served, card, tokenizer, ResponseShape.chat(card.name))
 
     async def completions(self, request: Request, body: CompletionRequest) -> Response:
         check_request(body, self._frontend.limits)
-        served, tokenizer = self._served(body)
+        served, card, tokenizer = self._served(body)
         prompt = await self._offload.run(completion_prompt, body, tokenizer)
-        return await self._serve(request, body, prompt, served, tokenizer, ResponseShape.completion(body.model))
+        return await self._serve(request, body, prompt, served, card, tokenizer, ResponseShape.completion(card.name))
 
     async def models(self) -> dict[str, Any]:
         """Every model, each followed by its LoRA adapters (``parent``: the model serving it), as vLLM lists them."""
@@ -101,14 +96,14 @@ class Routes:
     async def metrics(self) -> Response:
         return Response(self._frontend.metrics_text(), media_type=PROMETHEUS_TEXT)
 
-    async def _serve(self, request: Request, body: Body, prompt: list[int], served: ServedModel, tokenizer: Tokenizer,
-                     shape: ResponseShape) -> Response:
+    async def _serve(self, request: Request, body: Body, prompt: list[int], served: ServedModel, card: ModelCard,
+                     tokenizer: Tokenizer, shape: ResponseShape) -> Response:
         """Admit the request (429 past its key's or the deployment's limits), then serve it; the admission
         is held until the response is done."""
         caller = caller_of(request)
         ticket = admit(self._frontend, caller)
         try:
-            response = await self._serve_admitted(request, body, prompt, served, tokenizer, shape,
+            response = await self._serve_admitted(request, body, prompt, served, card, tokenizer, shape,
                                                   caller.tenant if caller else None)
         except BaseException:
             ticket.release()
@@ -116,9 +111,10 @@ class Routes:
         return held_until_sent(response, ticket)
 
     async def _serve_admitted(self, request: Request, body: Body, prompt: list[int], served: ServedModel,
-                              tokenizer: Tokenizer, shape: ResponseShape, tenant: str | None) -> Response:
+                              card: ModelCard, tokenizer: Tokenizer, shape: ResponseShape,
+                              tenant: str | None) -> Response:
         session = request.headers.get("x-session-id")
-        req = flow_request(body, prompt, shape.request_id, session, self._card(body, served), tokenizer, tenant,
+        req = flow_request(body, prompt, shape.request_id, session, card, tokenizer, tenant,
                            self._frontend.limits.default_max_tokens)
         try:
             placement = await unless_disconnected(request, served.place(req))
