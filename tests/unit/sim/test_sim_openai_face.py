@@ -128,8 +128,10 @@ async def test_stream_of_token_ids_without_a_tokenizer(make: Make) -> None:
 
 
 @pytest.mark.parametrize(("body", "status", "param"), [
-    ({"prompt": PROMPT, "best_of": 2}, 400, "best_of"),
+    ({"prompt": PROMPT, "logit_bias": {"1": 5}}, 400, "logit_bias"),  # vLLM knows it, the sim does not do it
     ({"prompt": PROMPT, "logprobs": 1}, 400, "logprobs"),
+    ({"prompt": PROMPT, "logprobs": 0}, 400, "logprobs"),
+    ({"prompt": PROMPT, "skip_special_tokens": False}, 400, "skip_special_tokens"),
     ({"prompt": PROMPT, "stop": ["\n"]}, 400, "stop"),
     ({"prompt": PROMPT, "n": 2}, 400, "n"),
     ({"prompt": PROMPT, "temperature": "0.5"}, 400, "temperature"),
@@ -152,6 +154,37 @@ async def test_unimplemented_or_bad_fields_are_refused_in_vllms_error_shape(
     assert error["type"] == ("NotFoundError" if status == 404 else "BadRequestError")
     if param is not None:
         assert error["param"] == param
+
+
+async def test_fields_vllm_does_not_know_are_dropped_as_vllm_drops_them(make: Make) -> None:
+    """vLLM 0.32 ignores fields outside its request models (``best_of`` is gone from it; routers add their
+    own, e.g. sglang-router's ``no_stop_trim``); no-op values of fields it knows are accepted."""
+    _, client = await make("lenient")
+    plain = await client.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 4, "temperature": 0.0})
+    extra = await client.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 4, "temperature": 0.0,
+                                                       "best_of": 3,
+                                                       "no_stop_trim": True, "logprobs": None,
+                                                       "skip_special_tokens": True})
+    assert plain.status_code == extra.status_code == 200
+    assert extra.json()["choices"][0]["text"] == plain.json()["choices"][0]["text"]
+    chat = await client.post("/v1/chat/completions", json={
+        "messages": [{"role": "user", "content": "x"}], "max_tokens": 2, "logprobs": False,
+        "skip_special_tokens": True, "continue_final_message": False, "include_reasoning": True,
+        "separate_reasoning": True, "stream_reasoning": True, "return_hidden_states": False})
+    assert chat.status_code == 200 and chat.json()["usage"]["completion_tokens"] == 2
+    refused = await client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}],
+                                                              "continue_final_message": True})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "continue_final_message"
+
+
+def test_the_field_lists_are_vllms() -> None:
+    """The face's copies of vLLM's request field names equal the installed vLLM's."""
+    chat = pytest.importorskip("vllm.entrypoints.openai.chat_completion.protocol")
+    completion = pytest.importorskip("vllm.entrypoints.openai.completion.protocol")
+    from worker.engines.sim.openai_models import VLLM_CHAT_FIELDS, VLLM_COMPLETION_FIELDS
+
+    assert set(chat.ChatCompletionRequest.model_fields) == VLLM_CHAT_FIELDS
+    assert set(completion.CompletionRequest.model_fields) == VLLM_COMPLETION_FIELDS
 
 
 async def test_bad_json_and_chat_fields_are_400(make: Make) -> None:

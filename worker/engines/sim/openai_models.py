@@ -1,7 +1,9 @@
 """The request bodies the sim HTTP face (``openai_face``) accepts: vLLM's OpenAI API shapes, cut to what a
-simulated engine implements. Every model forbids unknown fields, and fields that only make sense with a
-value the face does not implement accept just their no-op value (``n`` 1, ``echo`` false, no stop
-strings), so a request is never half-served: it is refused with a 400 naming the field.
+simulated engine implements. A field vLLM 0.32 itself does not know is dropped, as vLLM drops it (routers
+add their own, e.g. sglang-router's ``no_stop_trim``); a field vLLM knows but the face does not implement
+is refused, and fields that only make sense with a value the face does not implement accept just their
+no-op value (``n`` 1, ``echo`` false, ``logprobs`` false, no stop strings), so a request is never
+half-served: it is refused with a 400 naming the field.
 
 ``KvTransferParams`` is vLLM's NixlConnector ``kv_transfer_params`` (the keys it reads and the keys its
 ``request_finished`` returns); ``transfer.handoff`` translates it to pdserve's ``KVHandoff``.
@@ -18,6 +20,32 @@ StrictFloat = Annotated[float, Field(strict=True)]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# The request fields of vLLM 0.32's ChatCompletionRequest and CompletionRequest (the installed package's
+# ``model_fields``; tests/unit/sim/test_sim_openai_face.py compares them with it when vLLM is importable).
+VLLM_COMMON_FIELDS = frozenset({
+    "add_special_tokens", "allowed_token_ids", "bad_words", "cache_salt", "ec_transfer_params", "echo",
+    "frequency_penalty", "ignore_eos", "include_stop_str_in_output", "kv_transfer_params", "length_penalty",
+    "logit_bias", "logprob_token_ids", "logprobs", "max_tokens", "min_p", "min_tokens", "mm_payload", "model",
+    "n", "presence_penalty", "priority", "prompt_logprobs", "repetition_detection", "repetition_penalty",
+    "request_id", "response_format", "return_mm_kwargs", "return_token_ids", "return_token_offsets",
+    "return_tokens_as_token_ids", "routed_experts_prompt_start", "seed", "session_id", "skip_special_tokens",
+    "spaces_between_special_tokens", "stop", "stop_token_ids", "stream", "stream_interval", "stream_options",
+    "structured_outputs", "temperature", "thinking_token_budget", "top_k", "top_p", "truncate_prompt_tokens",
+    "truncation_side", "use_beam_search", "user", "vllm_xargs", "watermarking"})
+VLLM_COMPLETION_FIELDS = VLLM_COMMON_FIELDS | {"prompt", "prompt_embeds", "suffix"}
+VLLM_CHAT_FIELDS = VLLM_COMMON_FIELDS | {
+    "add_generation_prompt", "chat_template", "chat_template_kwargs", "continue_final_message", "documents",
+    "include_reasoning", "max_completion_tokens", "media_io_kwargs", "messages", "mm_processor_kwargs",
+    "parallel_tool_calls", "reasoning_effort", "return_prompt_text", "tool_choice", "tools", "top_logprobs"}
+
+
+def _vllm_known(body: object, fields: frozenset[str]) -> object:
+    """``body`` without the keys vLLM would ignore (not fields of its request model); a new dict."""
+    if isinstance(body, dict):
+        return {k: v for k, v in body.items() if k in fields}
+    return body
 
 
 class StreamOptions(_Strict):
@@ -78,6 +106,9 @@ class _Sampling(_Strict):
     cache_salt: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
     kv_transfer_params: KvTransferParams | None = None
     return_token_ids: StrictBool | None = None
+    # No-op values only: the sim engine returns no log probabilities and its text has no special tokens.
+    logprobs: Literal[False] | None = None
+    skip_special_tokens: Literal[True] = True
 
     @field_validator("stop")
     @classmethod
@@ -105,6 +136,12 @@ class CompletionRequest(_Sampling):
     echo: Literal[False] | None = False
     suffix: None = None
     add_special_tokens: StrictBool = True
+    logprobs: None = None  # completions' logprobs is a count; no-op only when absent or null
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_unknown_to_vllm(cls, body: object) -> object:
+        return _vllm_known(body, VLLM_COMPLETION_FIELDS)
 
 
 class TextPart(_Strict):
@@ -131,6 +168,14 @@ class ChatCompletionRequest(_Sampling):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_completion_tokens: Annotated[StrictInt, Field(ge=1)] | None = None
     add_generation_prompt: StrictBool = True
+    continue_final_message: Literal[False] = False
+    top_logprobs: Literal[0] | None = None
+    include_reasoning: StrictBool = True  # no reasoning parser: a no-op either way, as in vLLM without one
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_unknown_to_vllm(cls, body: object) -> object:
+        return _vllm_known(body, VLLM_CHAT_FIELDS)
 
     def limit(self) -> int | None:
         """The output budget asked for (None: what the context leaves)."""
