@@ -17,7 +17,10 @@ Contracts (checked by the property tests):
   its last token (that token must be computed to sample the next one), as vLLM does;
 * replaying the emitted events into a set (add on ``BlockStored``, discard on ``BlockRemoved``)
   yields exactly ``cached_block_hashes()``. When two sequences compute the same block concurrently
-  only the first registers it; the copy stays unhashed.
+  only the first registers it; the copy stays unhashed. If the registered block is then evicted, the
+  copy's holder still chains its next blocks to that hash, so a ``BlockStored`` may name a parent that
+  is no longer cached; pdserve's prefix index skips such a run. (vLLM v1 registers both copies under
+  the hash, so there the parent stays cached while either copy lives: a known difference, left alone.)
 
 Not thread-safe; pure bookkeeping, no I/O and no clock (``drain_events`` takes the timestamp).
 """
