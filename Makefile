@@ -22,7 +22,7 @@ lint:
 proto:            ## regenerate protocol/worker_pb2*.py from protocol/worker.proto
 	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. protocol/worker.proto
 
-bench:            ## regenerate the committed benchmark results, routing and fleet (long; see bench/README.md)
+bench:            ## regenerate the committed benchmark results (hours; SUITES=... for some; see bench/README.md)
 	PY=$(PY) bash bench/run_all.sh
 
 clean:

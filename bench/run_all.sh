@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # Regenerate the committed benchmark results under bench/results/ (see bench/README.md): the suites
-# whose drivers and results are both committed: routing, fleet, cpu_vllm and links. Long (one to two hours on the
-# 2-core development VM) and not part of CI. Every step is bounded: it has a wall-clock limit below (SIGINT
-# at the limit, SIGKILL 120 s later); the fleet driver starts each server in its own process session and
-# stops it, and every client run has a request count, a sending duration and a per-request timeout.
+# whose drivers and results are both committed: routing, fleet, cpu_vllm, links, peers, overhead and
+# disagg. Long (four to five hours on the 2-core development VM) and not part of CI. Every step is
+# bounded: it has a wall-clock limit below (SIGINT at the limit, SIGKILL 120 s later); the drivers start
+# each server in its own process session and stop it, and every client run has a request count, a
+# sending duration and a per-request timeout.
 # Run from anywhere: `make bench` or `bash bench/run_all.sh`.
-#   SUITES=routing        bash bench/run_all.sh    # a subset (known: routing fleet cpu_vllm links)
+#   SUITES=routing        bash bench/run_all.sh    # a subset (routing fleet cpu_vllm links peers overhead disagg)
 #   OUT=/tmp/results      bash bench/run_all.sh    # somewhere else than bench/results
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-bench/results}
-SUITES=${SUITES:-"routing fleet cpu_vllm links"}
+SUITES=${SUITES:-"routing fleet cpu_vllm links peers overhead disagg"}
 
 failed=()
 step() {  # step NAME LIMIT_SECONDS CMD...: run one bounded step; on failure note it and go on
@@ -47,7 +48,23 @@ for suite in $SUITES; do
             step links 3600 "$PY" -m bench.suites.links --out "$OUT/links"
             step links-report 600 "$PY" -m bench.suites.links_report --out "$OUT/links"
             ;;
-        *) echo "unknown suite $suite (known: routing fleet cpu_vllm links)" >&2; exit 2 ;;
+        peers)    # pdserve vs vllm-router and sglang-router on 16 simulated workers (bench/suites/peers.py)
+            # 81 runs (3 traces x 3 seeds x 9 arms), fresh servers each: ~80 min; the peers' own venv first
+            step peers-setup 900 bash scripts/setup_peers.sh
+            step peers 7200 "$PY" -m bench.suites.peers --out "$OUT/peers"
+            step peers-report 600 "$PY" -m bench.suites.peers_report --out "$OUT/peers"
+            ;;
+        overhead) # latency each router adds over a direct call, zero-compute workers (bench/suites/overhead.py)
+            step overhead-setup 900 bash scripts/setup_peers.sh
+            step overhead 1800 "$PY" -m bench.suites.overhead --out "$OUT/overhead"
+            step overhead-report 600 "$PY" -m bench.suites.overhead_report --out "$OUT/overhead"
+            ;;
+        disagg)   # disaggregated vs colocated, 16 simulated H100s, prefill bursts (bench/suites/disagg.py)
+            # 9 servers (3 fleets x 3 seeds), 4 runs each: ~35 min
+            step disagg 3600 "$PY" -m bench.suites.disagg --out "$OUT/disagg"
+            step disagg-report 600 "$PY" -m bench.suites.disagg_report --out "$OUT/disagg"
+            ;;
+        *) echo "unknown suite $suite (known: routing fleet cpu_vllm links peers overhead disagg)" >&2; exit 2 ;;
     esac
 done
 
