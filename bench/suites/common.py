@@ -195,11 +195,15 @@ def serve_pdserve(config: str, overrides: Sequence[str] = (), log_path: Path | N
 
 # --------------------------------------------------------------------------- running the client
 def bench(argv: Sequence[str]) -> int:
-    """``pdserve-bench ARGV`` in this process; returns its exit status."""
+    """``pdserve-bench ARGV`` in this process; returns its exit status. Raises ``KeyboardInterrupt`` when
+    the client was interrupted (its status 130), so a suite stops at Ctrl-C instead of going on."""
     from bench.cli import main
 
     log("pdserve-bench " + " ".join(argv))
-    return main(list(argv))
+    rc = main(list(argv))
+    if rc == 130:
+        raise KeyboardInterrupt
+    return rc
 
 
 def write_json(path: Path, data: object) -> None:
