@@ -22,6 +22,7 @@ from orchestrator.scheduler.plugin import PluginEnv
 from orchestrator.scheduler.prefix_index import PrefixIndex
 from orchestrator.scheduler.profiles import build_pipeline
 from orchestrator.scheduler.router import Router
+from protocol.engine_args import SimArgs
 from protocol.types import KvEventBatch
 
 log = logging.getLogger(__name__)
@@ -52,10 +53,18 @@ async def open_worker(endpoint: WorkerEndpoint) -> WorkerHandle:
     return WorkerHandle(client=client, description=description)
 
 
+DEFAULT_VLLM_LINK_BYTES_PER_S = 10e9 / 8  # the prior between hosts when nothing says better: 10 Gb/s
+
+
 def link_priors(config: PdserveConfig) -> LinkTable:
-    """The link table before any handoff is measured: ``transfer.link_bandwidth_gbps`` between hosts, and
-    within a host a shared-memory copy, never taken as slower than the network."""
+    """The link table before any handoff is measured: between hosts ``transfer.link_bandwidth_gbps``, else
+    the simulated decode engines' own link (their profile's), else 10 Gb/s; within a host a shared-memory
+    copy, never taken as slower than the network."""
     cross = config.transfer.link_bandwidth_bytes_per_s
+    if cross is None:
+        args = config.engine_args_for(config.decode)
+        cross = args.resolve().link_bandwidth_bytes_per_s if isinstance(args, SimArgs) \
+            else DEFAULT_VLLM_LINK_BYTES_PER_S
     return LinkTable(same_host_bytes_per_s=max(DEFAULT_SAME_HOST_BYTES_PER_S, cross), cross_host_bytes_per_s=cross)
 
 
@@ -212,5 +221,6 @@ class Service:
     async def close(self) -> None:
         for monitor in self._monitors.values():
             await monitor.stop()
+        await self.flow.close()
         clients = [h.client for pool in (self.prefill, self.decode) if pool is not None for h in pool]
         await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)

@@ -52,8 +52,8 @@ class EngineSpec(_Frozen):
     * ``events_endpoint``: vLLM only, the ZMQ endpoint its KV events are published on (default: a
       per-process ipc path).
     * ``cpu_share``: vLLM on CPU only, the cores this worker computes on (None: vLLM's own binding).
-    * ``handoff_host``, ``link_bandwidth_bytes_per_s``: sim only, the host its handoffs name and its KV
-      link's bandwidth (the profile's unless ``args`` sets them).
+    * ``handoff_host``: sim only, the host its handoffs name (the profile's unless ``args`` sets it). A
+      sim engine's KV link is its profile's ``link_bandwidth_bytes_per_s`` (``args`` may override it).
     * ``adapters``: vLLM only, the LoRA adapters the engine serves besides the base model (LoRA is
       enabled, with room for all of them in one batch, when there is any).
     * ``sim_topology``: sim only, the fleet's hosts and racks (``protocol.sim_topology``): pulls into one
@@ -69,7 +69,6 @@ class EngineSpec(_Frozen):
     kv_buffer_device: Literal["cpu", "cuda"] = "cpu"
     events_endpoint: str | None = None
     handoff_host: str | None = None
-    link_bandwidth_bytes_per_s: float | None = Field(default=None, gt=0)
     cpu_share: CpuShare | None = None
     sim_topology: SimTopology | None = None
     adapters: tuple[AdapterSpec, ...] = ()

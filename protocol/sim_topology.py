@@ -8,7 +8,7 @@ address reaches the loopback interface) and its rack can be read back from the a
 
 Worker ``i`` of a pool runs on the pool's host ``i // workers_per_host``; a pool's hosts are dealt over
 the racks in turn (host ``h`` in rack ``h % racks``), so every pool spans every rack. Each host has one
-NIC of ``transfer.link_bandwidth_gbps`` (the sim engine's ``link_bandwidth_bytes_per_s``), shared by the
+NIC of the sim engine's ``link_bandwidth_bytes_per_s`` (its profile's), shared by the
 workers on it; a pull between hosts of different racks is capped at ``cross_rack_gbps`` and pays
 ``cross_rack_latency_s`` more. Addresses outside the scheme (127.0.0.1, say) belong to no rack.
 """

@@ -24,8 +24,10 @@ class TransferSettings(BaseModel):
     ``lease_timeout_s``: how long a prefill worker holds a prompt's KV blocks for the decode side
     (vLLM's ``kv_lease_duration``; the sim engine's ``lease_timeout_s``).
     ``progress_delay_us``: sleep of NIXL's progress thread per poll (0: busy polling).
-    ``link_bandwidth_gbps``: KV link between hosts, for the decode scorer's transfer cost and the
-    simulated engine's pull time.
+    ``link_bandwidth_gbps``: the KV link between hosts as the orchestrator assumes it before it has
+    measured any handoff (the prior of the decode scorer's transfer cost). None: the simulated engines'
+    own link (their profile's ``link_bandwidth_bytes_per_s``), or 10 Gb/s for vLLM. It never changes a
+    simulated engine's link: that is the profile's (``engine.args`` may override it).
     ``on_pull_failure``: what the orchestrator does, once per request, when a decode worker cannot read a
     handoff (lease ran out, prefill worker gone, transfer failed) before any token: ``retry`` prefills
     again on another prefill worker (the same one if none other is healthy) and decodes on another decode
@@ -41,12 +43,12 @@ class TransferSettings(BaseModel):
     ucx_net_devices: str | None = "lo"
     lease_timeout_s: int = Field(default=30, ge=1)
     progress_delay_us: int = Field(default=1000, ge=0)
-    link_bandwidth_gbps: float = Field(default=10.0, gt=0)
+    link_bandwidth_gbps: float | None = Field(default=None, gt=0)
     on_pull_failure: Literal["retry", "recompute", "fail"] = "retry"
 
     @property
-    def link_bandwidth_bytes_per_s(self) -> float:
-        return self.link_bandwidth_gbps * 1e9 / 8
+    def link_bandwidth_bytes_per_s(self) -> float | None:
+        return None if self.link_bandwidth_gbps is None else self.link_bandwidth_gbps * 1e9 / 8
 
 
 def worker_env(settings: TransferSettings, side_channel_port: int = 0) -> dict[str, str]:

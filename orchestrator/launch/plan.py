@@ -7,11 +7,11 @@ pool's workers (the configured ones at start, more when the pool is scaled up).
 Every worker's ``EngineSpec`` carries the pool's typed engine arguments (``engine.args`` with the
 pool's ``engine_args`` laid over them) and, as typed fields, what the plan decides per worker: the
 lease from ``transfer.lease_timeout_s``; for vLLM the KV buffer device, the events endpoint, the NIXL
-environment and the worker's cores; for sim the link bandwidth from ``transfer.link_bandwidth_gbps`` and,
-with ``engine.topology``, the worker's host (``SimTopology.host_of``: the address its gRPC server and
-handoff listener bind) and the topology itself. Sim workers are packed into processes in index order, so a
-host's workers share a process when ``workers_per_process`` is a multiple of ``workers_per_host`` (the
-config checks it) and the indices planned together start on a host boundary.
+environment and the worker's cores; for sim, with ``engine.topology``, the worker's host
+(``SimTopology.host_of``: the address its gRPC server and handoff listener bind) and the topology
+itself. Sim workers are packed into processes in index order, so a host's workers share a process when
+``workers_per_process`` is a multiple of ``workers_per_host`` (the config checks it) and the indices
+planned together start on a host boundary.
 """
 
 from __future__ import annotations
@@ -93,8 +93,7 @@ def worker_spec(config: PdserveConfig, role: str, index: int, run_id: str) -> Wo
     else:
         topology = getattr(config.engine, "topology", None)
         engine = EngineSpec(model=str(config.model.resolved_path), worker_id=worker_id, role=role, args=args,
-                            env=tuple(sorted(env.items())), lease_timeout_s=lease,
-                            link_bandwidth_bytes_per_s=transfer.link_bandwidth_bytes_per_s, sim_topology=topology)
+                            env=tuple(sorted(env.items())), lease_timeout_s=lease, sim_topology=topology)
         if topology is not None:
             return WorkerLaunchSpec(worker_id=worker_id, role=role, grpc_host=topology.host_of(role, index),
                                     grpc_port=0, engine=engine)

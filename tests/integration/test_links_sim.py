@@ -25,8 +25,9 @@ PREFILL, SAME_RACK, OTHER_RACK = "127.1.1.1", "127.2.1.1", "127.2.2.1"
 @pytest.fixture(scope="module")
 def fleet(tiny_model_dir: Path, tokenizer: Tokenizer, harness_loop: LoopThread,
           start_workers: StartWorkers) -> Iterator[FrontEnd]:
-    # 10 Gb/s NICs (transfer.link_bandwidth_gbps) and 1 Gb/s between racks; round robin so both pairs carry pulls.
+    # 10 Gb/s NICs (the engines' link) and 1 Gb/s between racks; round robin so both pairs carry pulls.
     config = sim_config(tiny_model_dir, prefill=1, decode=2, decode_profile="round_robin",
+                        engine_args={"link_bandwidth_bytes_per_s": 10e9 / 8},
                         topology={"workers_per_host": 1, "racks": 2, "cross_rack_gbps": 1.0})
     _, endpoints = start_workers(config)
     front = FrontEnd.start(harness_loop, config, endpoints, tokenizer)

@@ -44,7 +44,7 @@ def test_vllm_plan_one_process_per_worker_with_addresses_left_to_the_node() -> N
         assert w.engine.kind == "vllm" and w.engine.model == "/models/m"
         assert w.engine.worker_id == w.worker_id and w.engine.role == w.role
         assert w.engine.kv_buffer_device == "cpu" and w.engine.lease_timeout_s == 30
-        assert w.engine.handoff_host is None and w.engine.link_bandwidth_bytes_per_s is None
+        assert w.engine.handoff_host is None
         assert args.dtype == "float32"
         assert args.max_num_seqs == (4 if w.role == "prefill" else 16)  # pool args override engine args
         assert args.engine_kwargs() == {"dtype": "float32", "max_num_seqs": args.max_num_seqs}
@@ -125,7 +125,7 @@ def test_sim_workers_are_packed(replicas: int, per_process: int, sizes: list[int
     assert len(specs) == replicas + 1 and {w.grpc_port for w in specs} == {0}
     for w in specs:
         assert w.engine.args == SimArgs(profile="tiny-fast") and w.engine.handoff_host is None
-        assert w.engine.link_bandwidth_bytes_per_s == 10.0 * 1e9 / 8 and w.engine.lease_timeout_s == 30.0
+        assert w.engine.lease_timeout_s == 30.0
         assert w.engine.events_endpoint is None and not any(k.startswith("VLLM") for k, _ in w.engine.env)
 
 
@@ -134,11 +134,12 @@ def test_sim_args_from_the_config_are_not_overridden() -> None:
 
     cfg = config(engine={"kind": "sim", "args": {"profile": "tiny-fast", "lease_timeout_s": 2.0,
                                                   "handoff_host": "10.0.0.1"}},
-                 prefill={"engine_args": {"link_bandwidth_bytes_per_s": 1.0e+6}})
+                 prefill={"engine_args": {"link_bandwidth_bytes_per_s": 1.0e+6}}, transfer={"link_bandwidth_gbps": 80})
     for w in workers(plan_processes(cfg, "r")):
         profile = profile_for(bind_on_node(w, "127.0.0.1").engine)  # what the worker will run with
         assert profile.lease_timeout_s == 2.0 and profile.handoff_host == "10.0.0.1"
-        assert profile.link_bandwidth_bytes_per_s == (1e6 if w.role == "prefill" else 10.0 * 1e9 / 8)
+        # The link is the profile's (tiny-fast: 1e8 B/s) unless the engine args set it; never transfer's.
+        assert profile.link_bandwidth_bytes_per_s == (1e6 if w.role == "prefill" else 1e8)
         assert profile.block_size == 4  # from the profile file
 
 
@@ -188,3 +189,16 @@ def test_launch_spec_json_is_strict() -> None:
     text = w.to_json().replace('"speedup":2.0', '"speedup":"2"')
     with pytest.raises(ValueError, match="speedup"):
         WorkerLaunchSpec.from_json(text)
+
+
+def test_the_link_prior_is_the_config_s_else_the_sim_engines_own_else_10_gbps() -> None:
+    from orchestrator.service import link_priors
+
+    sim = {"kind": "sim", "args": {"profile": "tiny-fast"}}
+    assert link_priors(config(engine=sim)).cross_host_bytes_per_s == 1e8  # the profile's link
+    faster = {"kind": "sim", "args": {"profile": "tiny-fast", "link_bandwidth_bytes_per_s": 5e9}}
+    assert link_priors(config(engine=faster)).cross_host_bytes_per_s == 5e9
+    told = config(engine=sim, transfer={"link_bandwidth_gbps": 80})
+    assert link_priors(told).cross_host_bytes_per_s == 80e9 / 8
+    vllm = config(engine={"kind": "vllm", "args": {"dtype": "float32"}})
+    assert link_priors(vllm).cross_host_bytes_per_s == 10e9 / 8

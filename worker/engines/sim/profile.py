@@ -18,10 +18,9 @@ __all__ = ["SimProfile", "profile_for"]
 
 def profile_for(spec: EngineSpec) -> SimProfile:
     """The profile of ``spec``'s engine. Precedence, lowest first: field defaults, the profile file, the
-    spec's ``lease_timeout_s``/``handoff_host``/``link_bandwidth_bytes_per_s`` (when set), the fields
-    ``spec.args`` gives. Raises ``TypeError`` for non-sim args, ``ValueError`` for an invalid profile."""
+    spec's ``lease_timeout_s``/``handoff_host`` (when set), the fields ``spec.args`` gives. Raises
+    ``TypeError`` for non-sim args, ``ValueError`` for an invalid profile."""
     if not isinstance(spec.args, SimArgs):
         raise TypeError(f"the sim engine needs sim engine args, got kind {spec.args.kind!r}")
-    launcher: dict[str, Any] = {"lease_timeout_s": spec.lease_timeout_s, "handoff_host": spec.handoff_host,
-                                "link_bandwidth_bytes_per_s": spec.link_bandwidth_bytes_per_s}
+    launcher: dict[str, Any] = {"lease_timeout_s": spec.lease_timeout_s, "handoff_host": spec.handoff_host}
     return spec.args.resolve({name: value for name, value in launcher.items() if value is not None})
