@@ -9,17 +9,16 @@ timeouts; a handoff the decode worker cannot read is dealt with by ``transfer.on
 another pair, recompute on the decode worker, or fail), once.
 Cancelling ``place`` aborts the prefill on its worker; closing ``stream`` before the finished chunk aborts
 the decode; ``release`` ends a placement that was never streamed. Either frees a handoff the decode
-worker never read on its prefill worker at once. Routing metrics are recorded here; latencies, handoffs, link
-samples and prefill speeds by ``orchestrator.flow_meter``; request outcomes by the front end's facade
-(``orchestrator.frontend``). Decode placement prices the KV transfer with a snapshot of the measured links.
-The HTTP layer owns text, chat templates and SSE. Failures raise ``NoHealthyWorker`` or ``WorkerError``
-(``orchestrator.errors``).
+worker never read on its prefill worker at once (``orchestrator.handoff_release``). Routing metrics are
+recorded here; latencies, handoffs, link samples and prefill speeds by ``orchestrator.flow_meter``; request
+outcomes by the front end's facade (``orchestrator.frontend``). Decode placement prices the KV transfer
+with a snapshot of the measured links. The HTTP layer owns text, chat templates and SSE. Failures raise
+``NoHealthyWorker`` or ``WorkerError`` (``orchestrator.errors``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator
@@ -27,6 +26,7 @@ from collections.abc import AsyncGenerator
 from orchestrator.config import ServerConfig
 from orchestrator.errors import NoHealthyWorker, WorkerError
 from orchestrator.flow_meter import FlowMeter
+from orchestrator.handoff_release import HandoffReleaser, abort_on
 from orchestrator.handoff_watch import until_source_lost
 from orchestrator.metrics import Metrics
 from orchestrator.placement import FlowRequest, Placement, Seat
@@ -70,6 +70,7 @@ class RequestFlow:
         self._on_pull_failure = on_pull_failure
         self.links = links if links is not None else MeasuredLinks(LinkTable())
         self._meter = FlowMeter(metrics, self.links, kv_bytes_per_token)
+        self._releaser = HandoffReleaser(prefill, decode, metrics, server)
 
     def _states(self, pool: WorkerPool | None, exclude: set[str] = frozenset()) -> list[WorkerState]:  # type: ignore[assignment]
         if pool is None:
@@ -320,23 +321,19 @@ class RequestFlow:
             await self._free_handoff(req, placement)
 
     async def _free_handoff(self, req: FlowRequest, placement: Placement) -> None:
-        """The decode side will never read ``placement``'s handoff: have its prefill worker free the blocks
-        now rather than at lease expiry (where the engine can; see ``EngineAdapter.abort``)."""
-        if placement.handoff is None or placement.prefill_worker is None or self._prefill is None:
-            return
-        source = self._prefill.find(placement.prefill_worker)
-        if source is None:  # it left its pool meanwhile
-            return
-        self._metrics.abandoned_leases.inc()
-        await self._abort_on(source, _prefill_id(req.request_id, placement.prefill_attempt), "prefill")
+        """The decode side will never read ``placement``'s handoff: free it on its prefill worker now
+        rather than at lease expiry (``orchestrator.handoff_release``)."""
+        await self._releaser.release(req, placement, _prefill_id(req.request_id, placement.prefill_attempt))
+
+    async def close(self) -> None:
+        """Stop the background work this flow started (handoff release reads)."""
+        await self._releaser.close()
 
     def observe_cached(self, tokens: int) -> None:
         self._metrics.cached_tokens.labels("observed").inc(tokens)
 
     async def _abort_on(self, handle: WorkerHandle, request_id: str, role: str) -> None:
-        self._metrics.aborts.labels(role).inc()
-        with contextlib.suppress(Exception):
-            await asyncio.shield(handle.client.abort(request_id))
+        await abort_on(self._metrics, handle, request_id, role)
 
 
 def _prefill_id(request_id: str, attempt: str) -> str:

@@ -62,7 +62,7 @@ class MetricFamilies:
                                   "KV pulls measured per link, by who timed them (worker, upper_bound)",
                                   ["model", "src", "dst", "measure"], registry=r)
         self.abandoned_leases = Counter("pdserve_kv_leases_abandoned_total",
-                                        "Handoffs never pulled (the prefill frees them at lease expiry)",
+                                        "Handoffs no decode worker read, freed on their prefill worker at once",
                                         labelnames=m, registry=r)
         self.void_handoffs = Counter("pdserve_kv_handoffs_void_total",
                                      "Handoffs a decode worker could not read, by reason and what was done",

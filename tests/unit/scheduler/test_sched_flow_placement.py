@@ -4,6 +4,7 @@ exactly once on every way a request ends."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -37,6 +38,7 @@ class FakeClient:
     chunks: list[list[TokenChunk | WorkerError]] = field(default_factory=list)
     prefills: list[str] = field(default_factory=list)
     aborts: list[str] = field(default_factory=list)
+    generates: list[GenerateCall] = field(default_factory=list)
 
     async def prefill(self, call: Any, timeout_s: float) -> KVHandoff:
         self.prefills.append(call.request_id)
@@ -45,6 +47,7 @@ class FakeClient:
 
     async def generate(self, call: GenerateCall, first_s: float, inter_s: float,
                        deadline_s: float | None = None) -> AsyncIterator[TokenChunk]:
+        self.generates.append(call)
         script = self.chunks.pop(0) if self.chunks else [TokenChunk((7,), False), TokenChunk((8,), True, "length")]
         for item in script:
             if isinstance(item, WorkerError):
@@ -56,8 +59,9 @@ class FakeClient:
         return True
 
 
-def handle(worker_id: str, running: int = 0) -> WorkerHandle:
-    h = WorkerHandle(client=FakeClient(worker_id), description=SimpleNamespace(host="h"))  # type: ignore[arg-type]
+def handle(worker_id: str, running: int = 0, engine_kind: str = "sim") -> WorkerHandle:
+    h = WorkerHandle(client=FakeClient(worker_id),
+                     description=SimpleNamespace(host="h", engine_kind=engine_kind))  # type: ignore[arg-type]
     h.load = EngineLoad(running=running)
     return h
 
@@ -192,3 +196,63 @@ async def test_a_recompute_queues_the_prompt_on_its_decode_worker() -> None:
     assert queued(d0) == [(256, 1)]
     assert [c.token_ids async for c in stream] == [(7,)]
     assert queued(p0, d0) == [(0, 0), (0, 0)]
+
+
+@pytest.mark.parametrize(("engine_kind", "aborted", "read"), [("sim", True, False), ("vllm", True, True),
+                                                              ("other", True, True)])
+async def test_an_unread_handoff_is_freed_by_the_prefill_engine_s_rule(engine_kind: str, aborted: bool,
+                                                                       read: bool) -> None:
+    """Released before its decode started: a sim prefill frees its blocks on abort; vLLM's frees them
+    only once a decode engine has read them, so a decode worker reads the handoff for one dropped token."""
+    p0, d0, d1 = handle("p0", engine_kind=engine_kind), handle("d0"), handle("d1")
+    flow, _ = make_flow([p0], [d0, d1], min_remote_tokens=0)
+    placement = await flow.place(req())
+    assert placement.handoff is not None
+    await flow.release(req(), placement)
+    await asyncio.sleep(0.05)  # the read runs in the background
+    await flow.close()
+    assert (p0.client.aborts == ["r-p"]) is aborted  # type: ignore[attr-defined]
+    reads = [c for h in (d0, d1) for c in h.client.generates]  # type: ignore[attr-defined]
+    if read:
+        (call,) = reads
+        assert call.handoff == placement.handoff and call.sampling.max_tokens == 1
+        assert call.request_id == "r-release" and call.prompt_token_ids == PROMPT
+        assert placement.decode_worker in (d0.worker_id, d1.worker_id)
+        assert call in d0.client.generates + d1.client.generates  # type: ignore[attr-defined]
+    else:
+        assert reads == []
+    await flow.release(req(), placement)  # idempotent: nothing is freed twice
+    assert len(p0.client.aborts) == 1  # type: ignore[attr-defined]
+
+
+async def test_the_release_read_goes_to_another_decode_worker_when_the_chosen_one_left() -> None:
+    p0, d0, d1 = handle("p0", engine_kind="vllm"), handle("d0"), handle("d1")
+    flow, _ = make_flow([p0], [d0, d1], min_remote_tokens=0)
+    placement = await flow.place(req())
+    chosen, other = (d0, d1) if placement.decode_worker == "d0" else (d1, d0)
+    chosen.draining = True
+    await flow.release(req(), placement)
+    await asyncio.sleep(0.05)
+    await flow.close()
+    assert chosen.client.generates == [] and len(other.client.generates) == 1  # type: ignore[attr-defined]
+
+
+async def test_a_release_read_that_hangs_ends_at_the_first_token_timeout() -> None:
+    from orchestrator.handoff_release import HandoffReleaser
+
+    class Hanging(FakeClient):
+        async def generate(self, call: GenerateCall, first_s: float, inter_s: float,
+                           deadline_s: float | None = None) -> AsyncIterator[TokenChunk]:
+            self.generates.append(call)
+            await asyncio.sleep(3600)
+            yield TokenChunk((), True)
+
+    p0, d0 = handle("p0", engine_kind="vllm"), handle("d0")
+    d0.client = Hanging("d0")
+    flow, _ = make_flow([p0], [d0], min_remote_tokens=0)
+    placement = await flow.place(req())
+    releaser = HandoffReleaser(flow._prefill, flow._decode, Metrics(), ServerConfig(first_token_timeout_s=0.1))
+    await releaser.release(req(), placement, "r-p")
+    (task,) = releaser._reads
+    await asyncio.wait_for(task, timeout=5)  # ends by itself, well before the hour
+    assert d0.client.generates and not releaser._reads
