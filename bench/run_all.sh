@@ -49,7 +49,7 @@ for suite in $SUITES; do
             step links-report 600 "$PY" -m bench.suites.links_report --out "$OUT/links"
             ;;
         peers)    # pdserve vs vllm-router and sglang-router on 16 simulated workers (bench/suites/peers.py)
-            # 81 runs (3 traces x 3 seeds x 9 arms), fresh servers each: ~80 min; the peers' own venv first
+            # 81 runs (3 traces x 3 seeds x 9 arms), fresh servers each: ~90 min; the peers' own venv first
             step peers-setup 900 bash scripts/setup_peers.sh
             step peers 7200 "$PY" -m bench.suites.peers --out "$OUT/peers"
             step peers-report 600 "$PY" -m bench.suites.peers_report --out "$OUT/peers"

@@ -6,9 +6,10 @@ tokens), colocated (each prefills and decodes its own requests). The arms:
 * pdserve (round_robin, prefix, session, kv_aware): ``pdserve up`` on ``configs/sim-64-colocated.yaml`` cut
   to 16 workers; its front end drives the simulated engines over its gRPC workers.
 * vllm-router (round_robin, cache_aware, kv_aware fed by the workers' ZMQ KV events) and sglang-router
-  (cache_aware): each in front of the same simulated engines served with vLLM's HTTP API
-  (``python -m worker.sim_http``, two processes of eight), installed from the package index in their own
-  environment (``scripts/setup_peers.sh``).
+  (cache_aware), each with its own defaults (cache threshold 0.3, balancing only once the busiest worker
+  has 64 more requests in flight than the idlest and 1.5x as many), in front of the same simulated
+  engines served with vLLM's HTTP API (``python -m worker.sim_http``, two processes of eight); installed
+  from the package index in their own environment (``scripts/setup_peers.sh``).
 * ceiling: one simulated worker with an unbounded cache at H100 speed, sent the same requests: the hit
   rate one shared cache would reach (the upper bound of any router's).
 
@@ -120,6 +121,9 @@ def main() -> None:
                         "load in H100 time is rate / speedup")
     p.add_argument("--num-blocks", type=int, default=1500, help="KV blocks (16 tokens) per worker")
     p.add_argument("--max-tokens", type=int, default=32)
+    p.add_argument("--timeout-s", type=float, default=120.0,
+                   help="wall-clock seconds a request may take before it counts as failed (120 s = 6 s of H100 "
+                        "time at speedup 0.05); also bounds a run whose router piles every request on one worker")
     p.add_argument("--slo-ttft-ms", type=float, default=1000.0, help="H100 time")
     p.add_argument("--slo-tpot-ms", type=float, default=50.0, help="H100 time")
     ns = p.parse_args()
@@ -131,7 +135,8 @@ def main() -> None:
     index_path = out / "runs.json"
     index = json.loads(index_path.read_text()) if index_path.exists() else {"runs": []}
     index.update({"machine": machine(), "rate": ns.rate, "speedup": ns.speedup, "num_blocks": ns.num_blocks,
-                  "max_tokens": ns.max_tokens, "slo_h100_ms": {"ttft": ns.slo_ttft_ms, "tpot": ns.slo_tpot_ms},
+                  "max_tokens": ns.max_tokens, "timeout_s": ns.timeout_s,
+                  "slo_h100_ms": {"ttft": ns.slo_ttft_ms, "tpot": ns.slo_tpot_ms},
                   "tuning_seeds": list(TUNING_SEEDS), "traces": {t: TRACES[t] for t in ns.traces.split(",")},
                   "arms": {a: {"router": ARMS[a].router, "policy": ARMS[a].policy} for a in ns.arms.split(",")}})
     for trace in ns.traces.split(","):
@@ -140,7 +145,8 @@ def main() -> None:
                 run_dir = out / "runs" / trace / f"seed{seed}" / name
                 shutil.rmtree(run_dir, ignore_errors=True)
                 argv = ["--model", MODEL, *TRACES[trace], "--max-tokens", str(ns.max_tokens), "--seed", seed,
-                        "--rate", str(ns.rate), "--timeout", "300", "--duration", "120", "--total-duration", "600",
+                        "--rate", str(ns.rate), "--timeout", f"{ns.timeout_s:g}", "--duration", "120",
+                        "--total-duration", "600",
                         "--slo-ttft-ms", str(ns.slo_ttft_ms / ns.speedup),
                         "--slo-tpot-ms", str(ns.slo_tpot_ms / ns.speedup),
                         "--no-plots", "--no-progress", "--out", str(run_dir)]
