@@ -12,14 +12,21 @@ OSDI 2024); 0 when none is. Writes ``OUT/results.md``, ``OUT/results.json`` and 
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.suites.report_util import markdown_table, new_figure, percentile, read_records_csv, save
+from bench.suites.report_util import (
+    markdown_table,
+    new_figure,
+    percentile,
+    read_records_csv,
+    report_main,
+    save,
+    spread_errorbar,
+)
 
 ATTAINMENT = 0.9
 Cell = tuple[float, float, float] | None
@@ -110,8 +117,7 @@ def plot(result: dict[str, Any], path: Path) -> Path:
         for fleet in dict.fromkeys(k.split("/")[0] for k in result["cells"]):
             pts = sorted((c["offered_req_per_s"][0], c[key]) for name, c in result["cells"].items()
                          if name.startswith(f"{fleet}/bursty") and c[key] is not None)
-            ax.errorbar([x for x, _ in pts], [c[0] for _, c in pts], yerr=[[c[0] - c[1] for _, c in pts],
-                        [c[2] - c[0] for _, c in pts]], marker="o", capsize=3, label=f"{fleet}, bursty")
+            spread_errorbar(ax, [x for x, _ in pts], [c for _, c in pts], f"{fleet}, bursty")
             quiet = result["cells"].get(f"{fleet}/quiet-x1")
             if quiet and quiet[key]:
                 ax.plot([quiet["offered_req_per_s"][0]], [quiet[key][0]], marker="s", linestyle="none",
@@ -123,14 +129,7 @@ def plot(result: dict[str, Any], path: Path) -> Path:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="bench/results/disagg")
-    out = Path(p.parse_args().out)
-    result, text = build(out)
-    (out / "results.md").write_text(text + "\n")
-    (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    plot(result, out / "disagg.png")
-    print(text)
+    report_main(__doc__ or "", "bench/results/disagg", build, plot, "disagg.png")
 
 
 if __name__ == "__main__":

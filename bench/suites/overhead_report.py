@@ -10,13 +10,20 @@ and ``OUT/overhead.png``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 from pathlib import Path
 from typing import Any
 
-from bench.suites.report_util import markdown_table, new_figure, percentile, read_records_csv, save
+from bench.suites.report_util import (
+    markdown_table,
+    new_figure,
+    percentile,
+    read_records_csv,
+    report_main,
+    save,
+    spread_errorbar,
+)
 
 Cell = tuple[float, float, float]
 
@@ -81,9 +88,7 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     for ax, key, label in ((axes[0][0], "ttft_p50", "TTFT p50 (ms)"), (axes[0][1], "e2e_p50", "E2E p50 (ms)")):
         for target in result["targets"]:
             cells = [result["cells"][f"{int(load)}/{target}"][key] for load in result["loads"]]
-            ax.errorbar([int(x) for x in result["loads"]], [c[0] for c in cells],
-                        yerr=[[c[0] - c[1] for c in cells], [c[2] - c[0] for c in cells]], marker="o", capsize=3,
-                        label=target)
+            spread_errorbar(ax, [int(x) for x in result["loads"]], cells, target)
         ax.set_xscale("log")
         ax.set_xlabel("concurrency")
         ax.set_title(label, fontsize=9)
@@ -92,14 +97,7 @@ def plot(result: dict[str, Any], path: Path) -> Path:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="bench/results/overhead")
-    out = Path(p.parse_args().out)
-    result, text = build(out)
-    (out / "results.md").write_text(text + "\n")
-    (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    plot(result, out / "overhead.png")
-    print(text)
+    report_main(__doc__ or "", "bench/results/overhead", build, plot, "overhead.png")
 
 
 if __name__ == "__main__":

@@ -11,14 +11,13 @@ per H100-second meeting both SLOs). Two arms whose ranges overlap are a tie on t
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.suites.report_util import load_run, markdown_table, new_figure, save
+from bench.suites.report_util import load_run, markdown_table, new_figure, report_main, save
 
 Row = dict[str, Any]
 
@@ -127,14 +126,7 @@ def plot(result: Row, path: Path) -> Path:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="bench/results/peers")
-    out = Path(p.parse_args().out)
-    result, text = build(out)
-    (out / "results.md").write_text(text + "\n")
-    (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    plot(result, out / "peers.png")
-    print(text)
+    report_main(__doc__ or "", "bench/results/peers", build, plot, "peers.png")
 
 
 if __name__ == "__main__":

@@ -3,10 +3,11 @@ canvas (no display). Used by the ``*_report`` modules of ``bench/suites`` and by
 
 from __future__ import annotations
 
+import argparse
 import csv
 import gzip
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -90,3 +91,23 @@ def cdf(ax: Any, values: Sequence[float], label: str, **kw: Any) -> None:
         return
     ys = [(i + 1) / len(xs) for i in range(len(xs))]
     ax.step([xs[0], *xs], [0.0, *ys], where="post", label=label, **kw)
+
+
+def report_main(doc: str, default_out: str, build: Callable[[Path], tuple[Any, str]],
+                plot: Callable[[Any, Path], Path], figure: str) -> None:
+    """The command of a ``*_report`` module: ``--out DIR``; writes ``results.md`` (the text ``build``
+    returns), ``results.json`` (its data) and ``figure`` (``plot`` of the data) into DIR, prints the text."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=default_out)
+    out = Path(p.parse_args().out)
+    result, text = build(out)
+    (out / "results.md").write_text(text + "\n")
+    (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, out / figure)
+    print(text)
+
+
+def spread_errorbar(ax: Any, xs: Sequence[float], cells: Sequence[tuple[float, float, float]], label: str) -> None:
+    """Plot each cell's median (of ``(median, lowest, highest)``) at its x, with a bar from lowest to highest."""
+    ax.errorbar(list(xs), [c[0] for c in cells], yerr=[[c[0] - c[1] for c in cells], [c[2] - c[0] for c in cells]],
+                marker="o", capsize=3, label=label)
