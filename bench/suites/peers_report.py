@@ -5,8 +5,11 @@
 Writes ``OUT/results.md``, ``OUT/results.json`` and ``OUT/peers.png``. For each trace and arm, over the
 seeds (repeats): the median and the range (lowest to highest seed) of TTFT p50 and p99 and TPOT p99 (H100
 time: wall-clock x speedup), the prefix-cache hit rate and its share of the ceiling's (the same seed's
-requests on one unbounded shared cache), max/min requests per worker, SLO attainment and goodput (requests
-per H100-second meeting both SLOs). Two arms whose ranges overlap are a tie on that column.
+requests on one unbounded shared cache), max/min requests per worker and the busiest worker's share, SLO
+attainment and goodput: the offered load (requests per H100-second) times the attainment, i.e. the rate
+of requests served within both SLOs (every arm is offered the same requests at the same times, so a run's
+own duration, stretched by its slowest request, does not enter). Two arms whose ranges overlap are a tie
+on that column.
 """
 
 from __future__ import annotations
@@ -22,26 +25,39 @@ from bench.suites.report_util import load_run, markdown_table, new_figure, repor
 Row = dict[str, Any]
 
 
-def balance(run: Row, summary: Row) -> float | None:
-    """Max/min requests per worker: from the workers' own counters (peer arms) or pdserve's routing
-    headers; a worker that got none makes it infinite."""
+def worker_counts(run: Row, summary: Row) -> list[float]:
+    """Requests per worker: the workers' own counters (peer arms) or pdserve's routing headers, with the
+    workers that got none as zeros (16 workers)."""
     counts = list(run.get("worker_requests", {}).values())
     if not counts:
         counts = [n for _, n in summary["decode_workers"]]
         counts += [0] * (16 - len(counts))
+    return counts
+
+
+def balance(run: Row, summary: Row) -> float | None:
+    """Max/min requests per worker; a worker that got none makes it infinite."""
+    counts = worker_counts(run, summary)
     if len(counts) < 2:
         return None
     return max(counts) / min(counts) if min(counts) else float("inf")
 
 
-def run_metrics(out: Path, run: Row, speedup: float) -> Row:
-    """The figures of one run (latencies in H100 ms)."""
+def busiest_share(run: Row, summary: Row) -> float | None:
+    """The share of all requests that the busiest worker served (1/16 when perfectly spread)."""
+    counts = worker_counts(run, summary)
+    return max(counts) / sum(counts) if counts and sum(counts) else None
+
+
+def run_metrics(out: Path, run: Row, speedup: float, offered: float) -> Row:
+    """The figures of one run (latencies in H100 ms; ``offered``: its load in requests per H100-second)."""
     loaded = load_run(out / run["dir"])
     s = loaded["summary"]
     h100 = 1000.0 * speedup
     return {"ttft_p50": s["ttft"]["p50"] * h100, "ttft_p99": s["ttft"]["p99"] * h100,
             "tpot_p99": s["tpot"]["p99"] * h100, "hit": s["hit_rate"], "balance": balance(run, s),
-            "slo": s["slo_attainment"], "goodput": (s["good_req_per_s"] or 0.0) / speedup,
+            "busiest": busiest_share(run, s),
+            "slo": s["slo_attainment"], "goodput": offered * (s["slo_attainment"] or 0.0),
             "ok": f"{s['n_ok']}/{s['n']}", "host_busy": run["host_busy_mean"]}
 
 
@@ -65,7 +81,7 @@ def build(out: Path) -> tuple[Row, str]:
     per: dict[tuple[str, str], list[Row]] = {}
     ceiling: dict[tuple[str, int], float | None] = {}
     for run in index["runs"]:
-        m = run_metrics(out, run, speedup if run["arm"] != "ceiling" else 1.0)
+        m = run_metrics(out, run, speedup if run["arm"] != "ceiling" else 1.0, index["rate"] / speedup)
         m["seed"] = run["seed"]
         if run["arm"] == "ceiling":
             ceiling[(run["trace"], run["seed"])] = m["hit"]
@@ -77,7 +93,7 @@ def build(out: Path) -> tuple[Row, str]:
             m["of_ceiling"] = m["hit"] / best if m["hit"] is not None and best else None
     traces = list(dict.fromkeys(t for t, _ in per))
     header = ["arm", "TTFT p50 ms", "TTFT p99 ms", "TPOT p99 ms", "hit rate", "of ceiling", "max/min req",
-              "SLO met", "goodput req/s", "host busy"]
+              "busiest worker", "SLO met", "goodput req/s", "host busy"]
     text = [f"# Peer routers on 16 simulated H100 workers (`{index['machine']['git']['commit']}`)", "",
             f"Offered load {index['rate'] / speedup:g} req/s of H100 time (Poisson {index['rate']:g} req/s at "
             f"speedup {speedup:g}); {index['num_blocks']} KV blocks of 16 tokens per worker; SLOs (H100 time) "
@@ -93,11 +109,13 @@ def build(out: Path) -> tuple[Row, str]:
             if t != trace:
                 continue
             cols = {k: spread([m[k] for m in ms]) for k in ("ttft_p50", "ttft_p99", "tpot_p99", "hit",
-                                                           "of_ceiling", "balance", "slo", "goodput", "host_busy")}
+                                                           "of_ceiling", "balance", "busiest", "slo", "goodput",
+                                                           "host_busy")}
             result["traces"][trace]["arms"][arm] = {"seeds": [m["seed"] for m in ms], **cols, "runs": ms}
             rows.append([arm, cell(cols["ttft_p50"], "{:.0f}".format), cell(cols["ttft_p99"], "{:.0f}".format),
                          cell(cols["tpot_p99"], "{:.1f}".format), cell(cols["hit"], pct),
                          cell(cols["of_ceiling"], pct), cell(cols["balance"], "{:.2f}".format),
+                         cell(cols["busiest"], pct),
                          cell(cols["slo"], pct), cell(cols["goodput"], "{:.1f}".format),
                          cell(cols["host_busy"], pct)])
         text += [markdown_table(header, rows), ""]
