@@ -3,6 +3,11 @@
 The process runs in its own session, so ``stop`` can end the whole group (vLLM's engine core and
 model workers included) with SIGTERM, then SIGKILL after a grace period. Its output goes to a log
 file; ``start`` raises ``WorkerStartError`` with the log's tail if it dies or times out first.
+
+Some failures leave the process alive but never ready: vLLM waits forever for a NIXL side channel it
+could not bind (its listener thread dies with "Address already in use"). ``wait_ready`` reads those
+in the log (``NEVER_READY``) and fails at once with ``WorkerBindError``; ``start`` then spawns the
+process again, which picks new ports, up to ``BIND_RETRIES`` times.
 """
 
 from __future__ import annotations
@@ -22,6 +27,20 @@ from protocol.launch import READY_PREFIX, WorkerLaunchSpec, WorkerReady
 
 class WorkerStartError(RuntimeError):
     """A worker process exited or did not become ready in time."""
+
+
+class WorkerBindError(WorkerStartError):
+    """A worker process could not bind a port it chose; another spawn picks new ones."""
+
+
+# Log lines after which a live worker process never becomes ready (its bind failed in a thread).
+NEVER_READY = ("Exception in thread nixl_handshake_listener",)
+BIND_RETRIES = 2
+
+
+def never_ready_line(log_text: str) -> str | None:
+    """The first line of ``log_text`` that says the worker will never be ready, or None (pure)."""
+    return next((line for line in log_text.splitlines() if any(m in line for m in NEVER_READY)), None)
 
 
 @dataclass(frozen=True)
@@ -66,9 +85,25 @@ class WorkerProcess:
         return self._log_dir / f"pdserve-{self.name}-{os.getpid()}-{int(time.time())}-{self._spawns}.log"
 
     def start(self, timeout_s: float) -> list[WorkerEndpoint]:
-        """``spawn`` then ``wait_ready``."""
-        self.spawn()
-        return self.wait_ready(timeout_s)
+        """``spawn`` then ``wait_ready``; a spawn whose bind failed is stopped and spawned again (new
+        ports) up to ``BIND_RETRIES`` times, all within ``timeout_s``. Raises ``WorkerStartError``."""
+        deadline = time.monotonic() + timeout_s
+        for retries_left in range(BIND_RETRIES, -1, -1):
+            self.spawn()
+            try:
+                return self.wait_ready(max(deadline - time.monotonic(), 1.0))
+            except WorkerBindError:
+                self.stop(grace_s=5.0)
+                if retries_left == 0:
+                    raise
+        raise AssertionError("unreachable")
+
+    def command(self) -> list[str]:
+        """The child's argv: the worker module with one ``--spec`` per worker it hosts."""
+        args = [sys.executable, "-m", "worker"]
+        for spec in self.specs:
+            args += ["--spec", spec.to_json()]
+        return args
 
     def restart(self, timeout_s: float) -> list[WorkerEndpoint]:
         """Stop what is left of the process (its group), then start it again: same specs, new ports."""
@@ -78,9 +113,7 @@ class WorkerProcess:
     def spawn(self) -> None:
         """Start the process. Call from a long-lived thread: the child's parent-death signal fires when
         the *thread* that forked it exits (Linux ``PR_SET_PDEATHSIG`` semantics)."""
-        args = [sys.executable, "-m", "worker"]
-        for spec in self.specs:
-            args += ["--spec", spec.to_json()]
+        args = self.command()
         if self.log_path.exists():
             self.log_path = self._next_log()
         env = {**os.environ, **self._env}
@@ -104,7 +137,11 @@ class WorkerProcess:
                 self.stop()
                 raise WorkerStartError(f"{self.name} not ready after {timeout_s:.0f}s:\n{_tail(self.log_path)}")
             with contextlib.suppress(OSError):
-                for line in self.log_path.read_text(errors="replace").splitlines():
+                text = self.log_path.read_text(errors="replace")
+                if (failure := never_ready_line(text)) is not None:
+                    raise WorkerBindError(f"{self.name} will never be ready ({failure.strip()}):\n"
+                                          f"{_tail(self.log_path)}")
+                for line in text.splitlines():
                     if line.startswith(READY_PREFIX):
                         info = WorkerReady.model_validate_json(line[len(READY_PREFIX):])
                         ready[info.worker_id] = WorkerEndpoint(
