@@ -104,7 +104,10 @@ def test_a_50mb_body_is_413_while_health_stays_fast(served: Server, chunked: boo
     assert reply["status"] == 413
     error = assert_error_body(reply["body"], "request_too_large")
     assert "max_body_bytes" in error["message"]
-    assert max(latencies) < 0.1, sorted(latencies)[-5:]
+    # A loop blocked on the body would stall /health for the upload's whole length, every sample taken
+    # meanwhile; one sample delayed by the 2-core host's scheduling (CI saw 0.12 s once) is not that.
+    ranked = sorted(latencies)
+    assert ranked[int(0.9 * (len(ranked) - 1))] < 0.05 and ranked[-1] < 0.5, ranked[-5:]
 
 
 def test_a_body_within_the_limit_is_served(front: FrontEnd) -> None:
