@@ -91,10 +91,12 @@ class CpuReport:
 
 
 class CpuSampler:
-    """``with CpuSampler(pid) as s: ...`` then ``s.report``. Samples every ``interval_s`` in a thread."""
+    """``with CpuSampler(pid) as s: ...`` then ``s.report``. Samples every ``interval_s`` in a thread; the
+    server's CPU is that of the process tree(s) under ``root_pid`` (one pid or several)."""
 
-    def __init__(self, root_pid: int | None, interval_s: float = 1.0) -> None:
-        self.root, self.interval = root_pid, interval_s
+    def __init__(self, root_pid: int | Sequence[int] | None, interval_s: float = 1.0) -> None:
+        self.roots = [] if root_pid is None else [root_pid] if isinstance(root_pid, int) else list(root_pid)
+        self.interval = interval_s
         self._stop = threading.Event()
         self._samples: list[tuple[float, float, float]] = []
         self.report: CpuReport | None = None
@@ -102,11 +104,11 @@ class CpuSampler:
     def _loop(self) -> None:
         t0 = last_t = time.monotonic()
         busy0, total0 = _host_jiffies()
-        ticks0 = _tree_ticks(self.root) if self.root else 0
+        ticks0 = sum(_tree_ticks(root) for root in self.roots)
         while not self._stop.wait(self.interval):
             now = time.monotonic()
             busy, total = _host_jiffies()
-            ticks = _tree_ticks(self.root) if self.root else 0
+            ticks = sum(_tree_ticks(root) for root in self.roots)
             host = (busy - busy0) / max(1, total - total0)
             server = max(0, ticks - ticks0) / CLK_TCK / max(1e-6, now - last_t)
             self._samples.append((round(now - t0, 2), round(host, 3), round(server, 3)))

@@ -5,7 +5,13 @@ Targets, run one after the other with the same seeded requests:
 - ``pdserve``: ``configs/local-cpu.yaml`` (one prefill and one decode vLLM worker, KV over NIXL, each
   worker pinned to its own core by pdserve);
 - ``vllm-1core``: one plain vLLM OpenAI server of the same model and engine settings, its compute
-  threads bound to one core (``VLLM_CPU_OMP_THREADS_BIND=0``).
+  threads bound to one core (``VLLM_CPU_OMP_THREADS_BIND=0``);
+- ``vllm-pd``: vLLM's own P/D: two plain vLLM servers with NixlConnector, prefill computing on core 0 and
+  decode on core 1 (as vLLM binds them), behind ``bench.suites.pd_proxy`` (prefill, then decode).
+
+Each run also records where the time went: every server thread's CPU seconds during the workload and
+the cores it may run on (``threads.json``), and for pdserve the per-request means of its stages from its
+``/metrics`` (``stages.json``: prefill RPC, handoff to the first token, the NIXL pull within it).
 
 Workloads (one request at a time, 32 tokens out, unique prompts so no prefix is cached): ``short``
 (about 200 prompt tokens) and ``long`` (about 2,000).
@@ -29,13 +35,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from bench.suites.common import ROOT, CpuSampler, Running, bench, git, log, log_tail, machine, serve_pdserve, write_json
-from bench.suites.report_util import markdown_table, ms
+from bench.suites.cpu_vllm_report import report
+from bench.suites.where_time_goes import stage_means, stage_totals, thread_times, thread_usage
 from transfer.ports import free_ports
 
 MODEL_DIR = Path("~/.cache/pdserve/models/smollm2-135m-instruct").expanduser()
@@ -81,6 +89,78 @@ WORKLOADS = {
 COMMON = ["--num-requests", "12", "--max-tokens", "32", "--ignore-eos", "--seed", "7", "--concurrency", "1",
           "--temperature", "0"]
 ONE_CORE_ENV = {**VLLM_ENV, "VLLM_CPU_OMP_THREADS_BIND": "0", "OMP_NUM_THREADS": "1"}
+NIXL_ARGS = ["--kv-transfer-config", json.dumps({"kv_connector": "NixlConnector", "kv_role": "kv_both"})]
+STAGE_SETTLE_S = 3.0  # the front end polls worker load (NIXL pull totals) every 0.5 s
+
+
+@dataclass
+class Target:
+    """A started target: where the client sends requests, and the process trees it runs in."""
+
+    url: str
+    roots: list[int]
+    pdserve: bool = False
+
+
+@contextlib.contextmanager
+def serve_vllm_pd() -> Iterator[Target]:
+    """vLLM's own P/D on the two cores: prefill server, decode server, proxy; stopped in reverse order."""
+    with contextlib.ExitStack() as stack:
+        servers = []
+        for core in (0, 1):
+            port, side = free_ports(2)
+            env = {**VLLM_ENV, "VLLM_CPU_OMP_THREADS_BIND": str(core), "OMP_NUM_THREADS": "1",
+                   "VLLM_NIXL_SIDE_CHANNEL_HOST": "127.0.0.1", "VLLM_NIXL_SIDE_CHANNEL_PORT": str(side)}
+            servers.append(stack.enter_context(serve_vllm(str(MODEL_DIR), port, [*VLLM_ARGS, *NIXL_ARGS], env=env,
+                                                          ready_timeout_s=900)))
+        proxy = stack.enter_context(serve_proxy(servers[0].url, servers[1].url))
+        yield Target(proxy.url, [s.proc.pid for s in (*servers, proxy)])
+
+
+@contextlib.contextmanager
+def serve_proxy(prefill: str, decode: str) -> Iterator[Running]:
+    """``bench.suites.pd_proxy`` on a free loopback port, in its own session."""
+    port = free_ports(1)[0]
+    log_path = Path(tempfile.mkdtemp(prefix="pd-proxy-")) / "proxy.log"
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "bench.suites.pd_proxy", "--prefill", prefill, "--decode",
+                                 decode, "--port", str(port)], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    running = Running(proc, f"http://127.0.0.1:{port}", log_path)
+    try:
+        deadline = time.monotonic() + 60
+        while _get(f"{running.url}/v1/models") is None:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the P/D proxy did not start:\n{log_tail(log_path)}")
+            time.sleep(0.5)
+        yield running
+    finally:
+        running.stop(grace_s=10.0)
+
+
+def _get(url: str) -> str | None:
+    with contextlib.suppress(httpx.HTTPError):
+        reply = httpx.get(url, timeout=5)
+        if reply.status_code == 200:
+            return reply.text
+    return None
+
+
+@contextlib.contextmanager
+def start_target(name: str) -> Iterator[Target]:
+    if name == "pdserve":
+        with serve_pdserve("configs/local-cpu.yaml", [], ready_timeout_s=900) as pd:
+            yield Target(pd.url, [pd.proc.pid], pdserve=True)
+    elif name == "vllm-pd":
+        with serve_vllm_pd() as target:
+            yield target
+    else:
+        with serve_vllm(str(MODEL_DIR), free_ports(1)[0], VLLM_ARGS, env=ONE_CORE_ENV, ready_timeout_s=900) as one:
+            yield Target(one.url, [one.proc.pid])
+
+
+def _threads(roots: list[int]) -> dict[tuple[int, int], Any]:
+    return {key: t for root in roots for key, t in thread_times(root).items()}
 
 
 def bench_args(name: str, url: str, out: Path, workload: str) -> list[str]:
@@ -90,19 +170,22 @@ def bench_args(name: str, url: str, out: Path, workload: str) -> list[str]:
 
 def run_target(name: str, out: Path, workloads: list[str]) -> list[dict[str, Any]]:
     """Start one target, run every workload against it, stop it."""
-    if name == "pdserve":
-        ctx = serve_pdserve("configs/local-cpu.yaml", [], ready_timeout_s=900)
-    else:
-        ctx = serve_vllm(str(MODEL_DIR), free_ports(1)[0], VLLM_ARGS, env=ONE_CORE_ENV, ready_timeout_s=900)
     rows = []
-    with ctx as server:
+    with start_target(name) as server:
         for workload in workloads:
             run_dir = out / f"{name}-{workload}"
             if run_dir.exists():
                 shutil.rmtree(run_dir)
             argv = bench_args(name, server.url, run_dir, workload)
-            with CpuSampler(server.proc.pid) as cpu:
+            stages0 = stage_totals(_get(f"{server.url}/metrics") or "") if server.pdserve else None
+            threads0 = _threads(server.roots)
+            with CpuSampler(server.roots) as cpu:
                 rc = bench(argv)
+            write_json(run_dir / "threads.json", thread_usage(threads0, _threads(server.roots)))
+            if stages0 is not None:
+                time.sleep(STAGE_SETTLE_S)
+                stages1 = stage_totals(_get(f"{server.url}/metrics") or "")
+                write_json(run_dir / "stages.json", stage_means(stages0, stages1))
             records = run_dir / "records.json"
             if records.exists():
                 with records.open("rb") as src, gzip.open(str(records) + ".gz", "wb", compresslevel=9) as dst:
@@ -117,38 +200,10 @@ def run_target(name: str, out: Path, workloads: list[str]) -> list[dict[str, Any
     return rows
 
 
-def report(out: Path) -> None:
-    index = json.loads((out / "runs.json").read_text())
-    summaries = {r["dir"]: json.loads((out / r["dir"] / "summary.json").read_text())["runs"][0]
-                 for r in index["runs"]}
-    rows = []
-    for r in index["runs"]:
-        s = summaries[r["dir"]]
-        prompt = s["prompt_tokens"] / max(1, s["n_ok"])
-        rows.append([r["target"], r["workload"], f"{s['n_ok']}/{s['n']}", f"{prompt:.0f}",
-                     ms(s["ttft"]["p50"]), ms(s["ttft"]["p90"]), ms(s["tpot"]["p50"], digits=1),
-                     ms(s["tpot"]["p90"], digits=1), ms(s["itl"]["p50"], digits=1)])
-    md = [markdown_table(["target", "workload", "ok/n", "prompt tokens", "TTFT p50", "TTFT p90", "TPOT p50",
-                          "TPOT p90", "ITL p50"], rows)]
-    workloads = sorted({r["workload"] for r in index["runs"]})
-    ratio_rows = []
-    for w in workloads:
-        pd, base = summaries.get(f"pdserve-{w}"), summaries.get(f"vllm-1core-{w}")
-        if pd and base and pd["ttft"]["p50"] and base["ttft"]["p50"]:
-            ratio_rows.append([w, f"{pd['ttft']['p50'] / base['ttft']['p50']:.2f}",
-                               f"{pd['tpot']['p50'] / base['tpot']['p50']:.2f}"])
-    if ratio_rows:
-        md += ["", "Ratios pdserve / vllm-1core (medians, same requests):", "",
-               markdown_table(["workload", "TTFT p50", "TPOT p50"], ratio_rows)]
-    (out / "results.md").write_text("\n".join(md) + "\n")
-    (out / "results.json").write_text(json.dumps(summaries, indent=2) + "\n")
-    print((out / "results.md").read_text())
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="bench/results/cpu_vllm")
-    p.add_argument("--targets", default="pdserve,vllm-1core")
+    p.add_argument("--targets", default="pdserve,vllm-1core,vllm-pd")
     p.add_argument("--workloads", default="short,long")
     p.add_argument("--report-only", action="store_true")
     ns = p.parse_args()

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.suites.common import ROOT, Running, log, log_tail
+from transfer.ports import free_ports
 
 
 @dataclass(frozen=True)
@@ -48,9 +49,7 @@ def peers_venv() -> Path:
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A port free on ``host`` now (the router binds it a moment later; loopback only, bench use only)."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    return free_ports(1, host)[0]
 
 
 def free_port_range(count: int, host: str = "127.0.0.1", first: int = 20000, last: int = 30000) -> int:
