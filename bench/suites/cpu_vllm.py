@@ -6,6 +6,8 @@ Targets, run one after the other with the same seeded requests:
   worker pinned to its own core by pdserve);
 - ``vllm-1core``: one plain vLLM OpenAI server of the same model and engine settings, its compute
   threads bound to one core (``VLLM_CPU_OMP_THREADS_BIND=0``);
+- ``vllm-1core-nixl``: the same with NixlConnector loaded and never used (what the connector alone
+  costs one engine: it changes the KV cache layout and adds a progress thread);
 - ``vllm-pd``: vLLM's own P/D: two plain vLLM servers with NixlConnector, prefill computing on core 0 and
   decode on core 1 (as vLLM binds them), behind ``bench.suites.pd_proxy`` (prefill, then decode).
 
@@ -14,12 +16,13 @@ the cores it may run on (``threads.json``), and for pdserve the per-request mean
 ``/metrics`` (``stages.json``: prefill RPC, handoff to the first token, the NIXL pull within it).
 
 Workloads (one request at a time, 32 tokens out, unique prompts so no prefix is cached): ``short``
-(about 200 prompt tokens) and ``long`` (about 2,000).
+(about 200 prompt tokens) and ``long`` (about 2,000). ``--repeats`` rounds over all targets, each target
+started afresh in every round; the report gives the median over rounds with the lowest and highest.
 
     python -m bench.suites.cpu_vllm --out bench/results/cpu_vllm             # run, then the report
     python -m bench.suites.cpu_vllm --out bench/results/cpu_vllm --report-only
 
-Writes ``OUT/<target>-<workload>/`` (the client's files), ``OUT/results.md``, ``OUT/results.json``.
+Writes ``OUT/<target>-<workload>-r<round>/`` (the client's files), ``OUT/results.md``, ``OUT/results.json``.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,16 +150,32 @@ def _get(url: str) -> str | None:
 
 
 @contextlib.contextmanager
-def start_target(name: str) -> Iterator[Target]:
-    if name == "pdserve":
-        with serve_pdserve("configs/local-cpu.yaml", [], ready_timeout_s=900) as pd:
-            yield Target(pd.url, [pd.proc.pid], pdserve=True)
-    elif name == "vllm-pd":
-        with serve_vllm_pd() as target:
-            yield target
-    else:
-        with serve_vllm(str(MODEL_DIR), free_ports(1)[0], VLLM_ARGS, env=ONE_CORE_ENV, ready_timeout_s=900) as one:
-            yield Target(one.url, [one.proc.pid])
+def serve_pdserve_target() -> Iterator[Target]:
+    with serve_pdserve("configs/local-cpu.yaml", [], ready_timeout_s=900) as pd:
+        yield Target(pd.url, [pd.proc.pid], pdserve=True)
+
+
+@contextlib.contextmanager
+def serve_one_core(extra_args: Sequence[str] = (), extra_env: dict[str, str] | None = None) -> Iterator[Target]:
+    env = {**ONE_CORE_ENV, **(extra_env or {})}
+    with serve_vllm(str(MODEL_DIR), free_ports(1)[0], [*VLLM_ARGS, *extra_args], env=env, ready_timeout_s=900) as one:
+        yield Target(one.url, [one.proc.pid])
+
+
+def serve_one_core_nixl() -> contextlib.AbstractContextManager[Target]:
+    """Plain vLLM on one core with NixlConnector loaded but never used, and NIXL's progress thread given
+    the same 1 ms sleep pdserve gives it: what the connector alone costs a single engine."""
+    return serve_one_core(NIXL_ARGS, {"VLLM_NIXL_SIDE_CHANNEL_HOST": "127.0.0.1",
+                                      "VLLM_NIXL_SIDE_CHANNEL_PORT": str(free_ports(1)[0]),
+                                      "PDSERVE_NIXL_PROGRESS_DELAY_US": "1000"})
+
+
+TARGETS: dict[str, Callable[[], contextlib.AbstractContextManager[Target]]] = {
+    "pdserve": serve_pdserve_target,
+    "vllm-1core": serve_one_core,
+    "vllm-1core-nixl": serve_one_core_nixl,
+    "vllm-pd": serve_vllm_pd,
+}
 
 
 def _threads(roots: list[int]) -> dict[tuple[int, int], Any]:
@@ -168,12 +187,12 @@ def bench_args(name: str, url: str, out: Path, workload: str) -> list[str]:
             "--timeout", "300", "--duration", "900", "--total-duration", "1200", "--no-progress", "--out", str(out)]
 
 
-def run_target(name: str, out: Path, workloads: list[str]) -> list[dict[str, Any]]:
-    """Start one target, run every workload against it, stop it."""
+def run_target(name: str, out: Path, workloads: list[str], repeat: int) -> list[dict[str, Any]]:
+    """Start one target, run every workload against it (repeat ``repeat``), stop it."""
     rows = []
-    with start_target(name) as server:
+    with TARGETS[name]() as server:
         for workload in workloads:
-            run_dir = out / f"{name}-{workload}"
+            run_dir = out / f"{name}-{workload}-r{repeat}"
             if run_dir.exists():
                 shutil.rmtree(run_dir)
             argv = bench_args(name, server.url, run_dir, workload)
@@ -194,7 +213,8 @@ def run_target(name: str, out: Path, workloads: list[str]) -> list[dict[str, Any
             assert cpu.report is not None
             write_json(run_dir / "cpu.json", cpu.report)
             log(f"{name}/{workload}: rc {rc}, host busy mean {cpu.report.host_busy_mean:.2f}")
-            rows.append({"target": name, "workload": workload, "rc": rc, "argv": ["pdserve-bench", *argv],
+            rows.append({"target": name, "workload": workload, "repeat": repeat, "rc": rc,
+                         "argv": ["pdserve-bench", *argv],
                          "dir": run_dir.name, "host_busy_mean": cpu.report.host_busy_mean,
                          "server_cores_mean": cpu.report.server_cores_mean})
     return rows
@@ -203,8 +223,9 @@ def run_target(name: str, out: Path, workloads: list[str]) -> list[dict[str, Any
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="bench/results/cpu_vllm")
-    p.add_argument("--targets", default="pdserve,vllm-1core,vllm-pd")
+    p.add_argument("--targets", default=",".join(TARGETS))
     p.add_argument("--workloads", default="short,long")
+    p.add_argument("--repeats", type=int, default=2, help="rounds over every target, each target restarted")
     p.add_argument("--report-only", action="store_true")
     ns = p.parse_args()
     out = Path(ns.out)
@@ -213,9 +234,10 @@ def main() -> None:
         index: dict[str, Any] = {"machine": machine(), "commit": _commit(), "argv": sys.argv, "model": MODEL_NAME,
                                  "config": "configs/local-cpu.yaml", "vllm_args": VLLM_ARGS,
                                  "vllm_env": ONE_CORE_ENV, "runs": []}
-        for name in ns.targets.split(","):
-            index["runs"] += run_target(name, out, ns.workloads.split(","))
-            write_json(out / "runs.json", index)
+        for repeat in range(1, ns.repeats + 1):  # rounds, so slow drift of the host touches every target
+            for name in ns.targets.split(","):
+                index["runs"] += run_target(name, out, ns.workloads.split(","), repeat)
+                write_json(out / "runs.json", index)
     report(out)
 
 

@@ -1,6 +1,7 @@
 """The cpu_vllm suite's report: latencies per target and workload, ratios to plain vLLM on one core, and
 where the time went (pdserve's stages per request; the threads that used the cores). Reads only what
-the suite wrote under OUT; writes ``OUT/results.md`` and ``OUT/results.json``.
+the suite wrote under OUT; writes ``OUT/results.md`` and ``OUT/results.json``. Every figure over rounds
+is the median with the lowest and highest in brackets.
 
     python -m bench.suites.cpu_vllm --out bench/results/cpu_vllm --report-only
 """
@@ -8,66 +9,109 @@ the suite wrote under OUT; writes ``OUT/results.md`` and ``OUT/results.json``.
 from __future__ import annotations
 
 import json
+import statistics
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.suites.report_util import markdown_table, ms
+from bench.suites.report_util import markdown_table
 
 BASELINE = "vllm-1core"
+Run = dict[str, Any]
 
 
 def _read(path: Path) -> Any:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def latency_rows(index: dict[str, Any], summaries: dict[str, Any]) -> list[list[str]]:
-    rows = []
+def spread(values: Sequence[float | None], scale: float = 1000.0, digits: int = 0) -> str:
+    """``median [lowest, highest]`` of the values present, times ``scale``; '-' when none is."""
+    xs = sorted(v * scale for v in values if v is not None)
+    if not xs:
+        return "-"
+    med = statistics.median(xs)
+    return f"{med:,.{digits}f}" if len(xs) == 1 else f"{med:,.{digits}f} [{xs[0]:,.{digits}f}, {xs[-1]:,.{digits}f}]"
+
+
+def cells(index: dict[str, Any]) -> dict[tuple[str, str], list[Run]]:
+    """The runs of each (target, workload), in the order first run."""
+    out: dict[tuple[str, str], list[Run]] = {}
     for r in index["runs"]:
-        s = summaries[r["dir"]]
-        prompt = s["prompt_tokens"] / max(1, s["n_ok"])
-        rows.append([r["target"], r["workload"], f"{s['n_ok']}/{s['n']}", f"{prompt:.0f}",
-                     ms(s["ttft"]["p50"]), ms(s["ttft"]["p90"]), ms(s["tpot"]["p50"], digits=1),
-                     ms(s["tpot"]["p90"], digits=1), ms(s["itl"]["p50"], digits=1)])
+        out.setdefault((r["target"], r["workload"]), []).append(r)
+    return out
+
+
+def latency_rows(groups: dict[tuple[str, str], list[Run]], summaries: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for (target, workload), runs in groups.items():
+        s = [summaries[r["dir"]] for r in runs]
+        ok = f"{sum(x['n_ok'] for x in s)}/{sum(x['n'] for x in s)}"
+        prompt = statistics.median(x["prompt_tokens"] / max(1, x["n_ok"]) for x in s)
+
+        def stat(metric: str, q: str, xs: list[Any] = s) -> list[float | None]:
+            return [x[metric][q] for x in xs]
+
+        rows.append([target, workload, str(len(runs)), ok, f"{prompt:.0f}", spread(stat("ttft", "p50")),
+                     spread(stat("ttft", "p90")), spread(stat("tpot", "p50"), digits=1),
+                     spread(stat("tpot", "p90"), digits=1)])
     return rows
 
 
-def ratio_rows(index: dict[str, Any], summaries: dict[str, Any]) -> list[list[str]]:
-    """Each other target's TTFT and TPOT medians over the baseline's, per workload."""
+def ratio_rows(groups: dict[tuple[str, str], list[Run]], summaries: dict[str, Any]) -> list[list[str]]:
+    """Each target's TTFT and TPOT medians over the baseline's of the same round and workload."""
+    base = {(r["workload"], r.get("repeat", 1)): summaries[r["dir"]] for r in groups_of(groups, BASELINE)}
     rows = []
-    for r in index["runs"]:
-        run, base = summaries[r["dir"]], summaries.get(f"{BASELINE}-{r['workload']}")
-        if r["target"] == BASELINE or not base or not base["ttft"]["p50"] or not run["ttft"]["p50"]:
+    for (target, workload), runs in groups.items():
+        if target == BASELINE:
             continue
-        rows.append([r["target"], r["workload"], f"{run['ttft']['p50'] / base['ttft']['p50']:.2f}",
-                     f"{run['tpot']['p50'] / base['tpot']['p50']:.2f}"])
+        ratios: dict[str, list[float | None]] = {"ttft": [], "tpot": []}
+        for r in runs:
+            b, x = base.get((workload, r.get("repeat", 1))), summaries[r["dir"]]
+            for metric in ratios:
+                ok = b is not None and b[metric]["p50"] and x[metric]["p50"]
+                ratios[metric].append(x[metric]["p50"] / b[metric]["p50"] if ok and b else None)
+        rows.append([target, workload, spread(ratios["ttft"], 1.0, 2), spread(ratios["tpot"], 1.0, 2)])
     return rows
 
 
-def stage_rows(out: Path, index: dict[str, Any], summaries: dict[str, Any]) -> list[list[str]]:
-    """pdserve's stages per request (means, ms): the client's TTFT, the server's, and its parts."""
+def groups_of(groups: dict[tuple[str, str], list[Run]], target: str) -> list[Run]:
+    return [r for (t, _), runs in groups.items() if t == target for r in runs]
+
+
+def stage_rows(out: Path, groups: dict[tuple[str, str], list[Run]], summaries: dict[str, Any]) -> list[list[str]]:
+    """pdserve's stages per request (means over a run's requests, ms; then over rounds)."""
     rows = []
-    for r in index["runs"]:
-        stages = _read(out / r["dir"] / "stages.json")
+    for (target, workload), runs in groups.items():
+        stages = [(_read(out / r["dir"] / "stages.json"), summaries[r["dir"]]) for r in runs]
+        stages = [(st, s) for st, s in stages if st]
         if not stages:
             continue
-        ttft, prefill, handoff = stages["ttft_ms"], stages["prefill_rpc_ms"], stages["handoff_to_first_token_ms"]
-        rest = ttft - prefill - handoff if None not in (ttft, prefill, handoff) else None
-        rows.append([r["target"], r["workload"], ms(summaries[r["dir"]]["ttft"]["mean"]), _ms(ttft), _ms(prefill),
-                     _ms(handoff), _ms(stages["nixl_pull_ms"]), _ms(rest)])
+
+        def col(pick: Callable[[dict[str, Any]], float | None], found: list[Any] = stages) -> str:
+            return spread([pick(st) for st, _ in found], 1.0)
+
+        def rest(st: dict[str, Any]) -> float | None:
+            parts = (st["ttft_ms"], st["prefill_rpc_ms"], st["handoff_to_first_token_ms"])
+            return None if None in parts else parts[0] - parts[1] - parts[2]
+
+        rows.append([target, workload, spread([s["ttft"]["mean"] for _, s in stages]), col(lambda st: st["ttft_ms"]),
+                     col(lambda st: st["prefill_rpc_ms"]), col(lambda st: st["handoff_to_first_token_ms"]),
+                     col(lambda st: st["nixl_pull_ms"]), col(rest)])
     return rows
 
 
-def _ms(x: float | None) -> str:
-    return "-" if x is None else f"{x:,.1f}"
-
-
-def thread_rows(out: Path, index: dict[str, Any], top: int = 6) -> list[list[str]]:
-    """The threads that used the most CPU during each run, with the cores they may run on."""
+def thread_rows(out: Path, groups: dict[tuple[str, str], list[Run]], top: int = 5) -> list[list[str]]:
+    """The threads that used the most CPU in each cell's first round: the process (its pid), the thread
+    (``main`` or its id), the cores it may run on, its CPU seconds and their share of the run's wall time."""
     rows = []
-    for r in index["runs"]:
-        for t in (_read(out / r["dir"] / "threads.json") or [])[:top]:
-            rows.append([r["target"], r["workload"], f"{t['process']} / {t['thread']}", t["cores"],
-                         f"{t['cpu_s']:.1f}"])
+    for (target, workload), runs in groups.items():
+        cpu = _read(out / runs[0]["dir"] / "cpu.json") or {}
+        wall = cpu.get("seconds") or 0.0
+        for t in (_read(out / runs[0]["dir"] / "threads.json") or [])[:top]:
+            thread = "main" if t["tid"] == t["pid"] else f"{t['thread']} {t['tid']}"
+            share = f"{t['cpu_s'] / wall:.0%}" if wall else "-"
+            rows.append([target, workload, f"{t['process']} [{t['pid']}]", thread, t["cores"], f"{t['cpu_s']:.1f}",
+                         share])
     return rows
 
 
@@ -75,18 +119,22 @@ def report(out: Path) -> None:
     index = json.loads((out / "runs.json").read_text())
     summaries = {r["dir"]: json.loads((out / r["dir"] / "summary.json").read_text())["runs"][0]
                  for r in index["runs"]}
-    md = [markdown_table(["target", "workload", "ok/n", "prompt tokens", "TTFT p50", "TTFT p90", "TPOT p50",
-                          "TPOT p90", "ITL p50"], latency_rows(index, summaries))]
-    if ratios := ratio_rows(index, summaries):
-        md += ["", f"Ratios to {BASELINE} (medians, same requests):", "",
-               markdown_table(["target", "workload", "TTFT p50", "TPOT p50"], ratios)]
-    if stages := stage_rows(out, index, summaries):
+    groups = cells(index)
+    md = ["Latencies in ms, median over rounds [lowest, highest]:", "",
+          markdown_table(["target", "workload", "rounds", "ok/n", "prompt tokens", "TTFT p50", "TTFT p90",
+                          "TPOT p50", "TPOT p90"], latency_rows(groups, summaries))]
+    if ratios := ratio_rows(groups, summaries):
+        md += ["", f"Ratios to {BASELINE} in the same round (p50 over p50):", "",
+               markdown_table(["target", "workload", "TTFT", "TPOT"], ratios)]
+    if stages := stage_rows(out, groups, summaries):
         md += ["", "pdserve's stages, per-request means in ms (rest = server TTFT - prefill RPC - handoff):", "",
                markdown_table(["target", "workload", "client TTFT", "server TTFT", "prefill RPC",
                                "handoff to 1st token", "NIXL pull", "rest"], stages)]
-    if threads := thread_rows(out, index):
-        md += ["", "Threads that used the most CPU during each run (seconds; cores = Cpus_allowed_list):", "",
-               markdown_table(["target", "workload", "process / thread", "cores", "CPU s"], threads)]
+    if threads := thread_rows(out, groups):
+        md += ["", "Threads that used the most CPU in each cell's first round (cores = Cpus_allowed_list; "
+               "of wall = CPU seconds over the run's wall time):", "",
+               markdown_table(["target", "workload", "process [pid]", "thread", "cores", "CPU s", "of wall"],
+                              threads)]
     (out / "results.md").write_text("\n".join(md) + "\n")
     (out / "results.json").write_text(json.dumps(summaries, indent=2) + "\n")
     print((out / "results.md").read_text())

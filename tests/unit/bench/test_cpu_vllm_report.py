@@ -1,0 +1,27 @@
+"""The cpu_vllm report: medians over rounds with their range, and ratios paired by round."""
+
+from __future__ import annotations
+
+from bench.suites.cpu_vllm_report import cells, ratio_rows, spread
+
+
+def summary(ttft: float, tpot: float) -> dict[str, object]:
+    return {"ttft": {"p50": ttft}, "tpot": {"p50": tpot}}
+
+
+def test_spread_is_the_median_with_the_lowest_and_highest() -> None:
+    assert spread([0.3, 0.1, 0.2]) == "200 [100, 300]"
+    assert spread([0.5]) == "500"
+    assert spread([None, None]) == "-"
+    assert spread([1.04, None, 1.1], 1.0, 2) == "1.07 [1.04, 1.10]"
+
+
+def test_ratios_pair_each_round_with_the_baselines_same_round() -> None:
+    runs = [{"target": t, "workload": "short", "repeat": k, "dir": f"{t}-{k}"}
+            for k in (1, 2) for t in ("vllm-1core", "pdserve")]
+    summaries = {"vllm-1core-1": summary(1.0, 0.1), "pdserve-1": summary(1.2, 0.1),
+                 "vllm-1core-2": summary(2.0, 0.2), "pdserve-2": summary(2.2, 0.25)}
+    groups = cells({"runs": runs})
+    assert list(groups) == [("vllm-1core", "short"), ("pdserve", "short")]
+    # Round 1: 1.2 / 1.0, round 2: 2.2 / 2.0 (not 2.2 / 1.0 across rounds).
+    assert ratio_rows(groups, summaries) == [["pdserve", "short", "1.15 [1.10, 1.20]", "1.12 [1.00, 1.25]"]]
