@@ -89,7 +89,7 @@ WORKLOADS = {
     "short": ["--workload", "unique", "--prompt-words", "60"],
     "long": ["--workload", "unique", "--prompt-words", "600"],
 }
-COMMON = ["--num-requests", "12", "--max-tokens", "32", "--ignore-eos", "--seed", "7", "--concurrency", "1",
+COMMON = ["--max-tokens", "32", "--ignore-eos", "--seed", "7", "--concurrency", "1",
           "--temperature", "0"]
 ONE_CORE_ENV = {**VLLM_ENV, "VLLM_CPU_OMP_THREADS_BIND": "0", "OMP_NUM_THREADS": "1"}
 NIXL_ARGS = ["--kv-transfer-config", json.dumps({"kv_connector": "NixlConnector", "kv_role": "kv_both"})]
@@ -182,12 +182,13 @@ def _threads(roots: list[int]) -> dict[tuple[int, int], Any]:
     return {key: t for root in roots for key, t in thread_times(root).items()}
 
 
-def bench_args(name: str, url: str, out: Path, workload: str) -> list[str]:
-    return ["--target", f"{name}={url}", *WORKLOADS[workload], *COMMON, "--api", "completions",
+def bench_args(name: str, url: str, out: Path, workload: str, requests: int) -> list[str]:
+    return ["--target", f"{name}={url}", *WORKLOADS[workload], "--num-requests", str(requests), *COMMON,
+            "--api", "completions",
             "--timeout", "300", "--duration", "900", "--total-duration", "1200", "--no-progress", "--out", str(out)]
 
 
-def run_target(name: str, out: Path, workloads: list[str], repeat: int) -> list[dict[str, Any]]:
+def run_target(name: str, out: Path, workloads: list[str], repeat: int, requests: int) -> list[dict[str, Any]]:
     """Start one target, run every workload against it (repeat ``repeat``), stop it."""
     rows = []
     with TARGETS[name]() as server:
@@ -195,7 +196,7 @@ def run_target(name: str, out: Path, workloads: list[str], repeat: int) -> list[
             run_dir = out / f"{name}-{workload}-r{repeat}"
             if run_dir.exists():
                 shutil.rmtree(run_dir)
-            argv = bench_args(name, server.url, run_dir, workload)
+            argv = bench_args(name, server.url, run_dir, workload, requests)
             stages0 = stage_totals(_get(f"{server.url}/metrics") or "") if server.pdserve else None
             threads0 = _threads(server.roots)
             with CpuSampler(server.roots) as cpu:
@@ -225,7 +226,8 @@ def main() -> None:
     p.add_argument("--out", default="bench/results/cpu_vllm")
     p.add_argument("--targets", default=",".join(TARGETS))
     p.add_argument("--workloads", default="short,long")
-    p.add_argument("--repeats", type=int, default=2, help="rounds over every target, each target restarted")
+    p.add_argument("--repeats", type=int, default=3, help="rounds over every target, each target restarted")
+    p.add_argument("--requests", type=int, default=8, help="requests per target, workload and round")
     p.add_argument("--report-only", action="store_true")
     ns = p.parse_args()
     out = Path(ns.out)
@@ -236,7 +238,7 @@ def main() -> None:
                                  "vllm_env": ONE_CORE_ENV, "runs": []}
         for repeat in range(1, ns.repeats + 1):  # rounds, so slow drift of the host touches every target
             for name in ns.targets.split(","):
-                index["runs"] += run_target(name, out, ns.workloads.split(","), repeat)
+                index["runs"] += run_target(name, out, ns.workloads.split(","), repeat, ns.requests)
                 write_json(out / "runs.json", index)
     report(out)
 
