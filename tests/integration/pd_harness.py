@@ -293,7 +293,9 @@ class StubWorker(pb_grpc.WorkerServicer):
                 done = self.generate == "ok" and i == max_tokens - 1
                 yield convert.token_chunk_to_pb(TokenChunk(token_ids=(TOKENS[i % len(TOKENS)],), finished=done,
                                                            finish_reason="length" if done else None))
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit):
+            # A cancelled call reaches a generator paused at ``yield`` as GeneratorExit (grpc closes it),
+            # and one paused in a sleep as CancelledError: either way the stream ended unfinished.
             self.cancelled.append(call.request_id)
             raise
 
