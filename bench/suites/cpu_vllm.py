@@ -7,7 +7,7 @@ Targets, run one after the other with the same seeded requests:
 - ``vllm-1core``: one plain vLLM OpenAI server of the same model and engine settings, its compute
   threads bound to one core (``VLLM_CPU_OMP_THREADS_BIND=0``);
 - ``vllm-1core-nixl``: the same with NixlConnector loaded and never used (what the connector alone
-  costs one engine: it changes the KV cache layout and adds a progress thread);
+  costs one engine: its agent, progress thread and per-step bookkeeping);
 - ``vllm-pd``: vLLM's own P/D: two plain vLLM servers with NixlConnector, prefill computing on core 0 and
   decode on core 1 (as vLLM binds them), behind ``bench.suites.pd_proxy`` (prefill, then decode).
 
@@ -46,6 +46,7 @@ import httpx
 
 from bench.suites.common import ROOT, CpuSampler, Running, bench, git, log, log_tail, machine, serve_pdserve, write_json
 from bench.suites.cpu_vllm_report import report
+from bench.suites.peer_servers import http_get, spawn, wait_until_ready
 from bench.suites.where_time_goes import stage_means, stage_totals, thread_times, thread_usage
 from transfer.ports import free_ports
 
@@ -125,28 +126,14 @@ def serve_proxy(prefill: str, decode: str) -> Iterator[Running]:
     """``bench.suites.pd_proxy`` on a free loopback port, in its own session."""
     port = free_ports(1)[0]
     log_path = Path(tempfile.mkdtemp(prefix="pd-proxy-")) / "proxy.log"
-    with open(log_path, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "bench.suites.pd_proxy", "--prefill", prefill, "--decode",
-                                 decode, "--port", str(port)], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+    proc = spawn([sys.executable, "-m", "bench.suites.pd_proxy", "--prefill", prefill, "--decode", decode,
+                  "--port", str(port)], log_path)
     running = Running(proc, f"http://127.0.0.1:{port}", log_path)
     try:
-        deadline = time.monotonic() + 60
-        while _get(f"{running.url}/v1/models") is None:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the P/D proxy did not start:\n{log_tail(log_path)}")
-            time.sleep(0.5)
+        wait_until_ready(lambda: http_get(f"{running.url}/v1/models") is not None, proc, log_path, "the P/D proxy", 60)
         yield running
     finally:
         running.stop(grace_s=10.0)
-
-
-def _get(url: str) -> str | None:
-    with contextlib.suppress(httpx.HTTPError):
-        reply = httpx.get(url, timeout=5)
-        if reply.status_code == 200:
-            return reply.text
-    return None
 
 
 @contextlib.contextmanager
@@ -197,14 +184,14 @@ def run_target(name: str, out: Path, workloads: list[str], repeat: int, requests
             if run_dir.exists():
                 shutil.rmtree(run_dir)
             argv = bench_args(name, server.url, run_dir, workload, requests)
-            stages0 = stage_totals(_get(f"{server.url}/metrics") or "") if server.pdserve else None
+            stages0 = stage_totals(http_get(f"{server.url}/metrics", timeout_s=5.0) or "") if server.pdserve else None
             threads0 = _threads(server.roots)
             with CpuSampler(server.roots) as cpu:
                 rc = bench(argv)
             write_json(run_dir / "threads.json", thread_usage(threads0, _threads(server.roots)))
             if stages0 is not None:
                 time.sleep(STAGE_SETTLE_S)
-                stages1 = stage_totals(_get(f"{server.url}/metrics") or "")
+                stages1 = stage_totals(http_get(f"{server.url}/metrics", timeout_s=5.0) or "")
                 write_json(run_dir / "stages.json", stage_means(stages0, stages1))
             records = run_dir / "records.json"
             if records.exists():

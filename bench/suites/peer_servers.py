@@ -70,13 +70,13 @@ def free_port_range(count: int, host: str = "127.0.0.1", first: int = 20000, las
     raise RuntimeError(f"no {count} consecutive free ports in [{first}, {last}) on {host}")
 
 
-def _spawn(cmd: Sequence[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def spawn(cmd: Sequence[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     out = open(log_path, "wb")  # noqa: SIM115 - the child owns it; closed when the Popen is collected
     return subprocess.Popen(list(cmd), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
 
-def _wait(ready: Callable[[], bool], proc: subprocess.Popen[bytes], log_path: Path, what: str,
+def wait_until_ready(ready: Callable[[], bool], proc: subprocess.Popen[bytes], log_path: Path, what: str,
           timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while not ready():
@@ -109,11 +109,11 @@ def serve_sim_http(workers: int, processes: int, sets: Sequence[str], tokenizer:
                    "--worker-id-prefix", f"sim{i}"]
             for item in sets:
                 cmd += ["--set", item]
-            running.append((Running(_spawn(cmd, out), "", out), out))
+            running.append((Running(spawn(cmd, out), "", out), out))
         log(f"start: {processes} x worker.sim_http ({workers} workers) " + " ".join(f"--set {s}" for s in sets))
         found: list[SimWorker] = []
         for run, out in running:
-            _wait(lambda path=out: len(_ready_lines(path)) == workers // processes,  # type: ignore[misc]
+            wait_until_ready(lambda path=out: len(_ready_lines(path)) == workers // processes,  # type: ignore[misc]
                   run.proc, out, "worker.sim_http", ready_timeout_s)
             found += [SimWorker(x["url"], x["events"], x["engine_id"]) for x in _ready_lines(out)]
         yield found
@@ -122,7 +122,7 @@ def serve_sim_http(workers: int, processes: int, sets: Sequence[str], tokenizer:
             run.stop(grace_s=15.0)
 
 
-def _get(url: str, timeout_s: float = 2.0) -> str | None:
+def http_get(url: str, timeout_s: float = 2.0) -> str | None:
     with contextlib.suppress(OSError, ValueError), urllib.request.urlopen(url, timeout=timeout_s) as resp:
         return str(resp.read().decode())
     return None
@@ -164,10 +164,10 @@ def serve_router(router: str, policy: str, workers: Sequence[SimWorker], model: 
     cmd[0] = str(bin_dir / cmd[0])
     out = workdir / f"{router}-{policy}.log"
     log("start: " + " ".join([router, *cmd[1:6]]) + f" ... ({len(workers)} workers)")
-    run = Running(_spawn(cmd, out, env={"PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}),
+    run = Running(spawn(cmd, out, env={"PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}),
                   f"http://127.0.0.1:{port}", out)
     try:
-        _wait(lambda: _get(f"{run.url}/v1/models") is not None, run.proc, out, router, ready_timeout_s)
+        wait_until_ready(lambda: http_get(f"{run.url}/v1/models") is not None, run.proc, out, router, ready_timeout_s)
         log(f"{router} ({policy}) ready at {run.url}")
         yield run
     finally:
@@ -180,7 +180,7 @@ _SAMPLE = re.compile(r"^(vllm:[a-z_]+?)(?:_total)?(?:\{[^}]*\})?\s+([0-9.eE+-]+)
 def scrape(url: str) -> dict[str, float]:
     """``vllm:request_success``, ``vllm:prefix_cache_queries`` and ``vllm:prefix_cache_hits`` of one
     worker (summed over labels), from its ``/metrics``; empty when it does not answer."""
-    text = _get(f"{url}/metrics", timeout_s=5.0) or ""
+    text = http_get(f"{url}/metrics", timeout_s=5.0) or ""
     wanted = {"vllm:request_success", "vllm:prefix_cache_queries", "vllm:prefix_cache_hits"}
     totals: dict[str, float] = {}
     for line in text.splitlines():
