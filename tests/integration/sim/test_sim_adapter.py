@@ -335,6 +335,9 @@ async def test_64_idle_engines_cost_no_cpu(make: Factory) -> None:
         await run(e, req("warm", sampling=SamplingSpec(max_tokens=3, temperature=0)))
     await asyncio.sleep(0.1)  # let the warm-up's last callbacks run
     share, wakeups = await _idle_second()
-    # One engine polling every 100 ms would wake the loop 10 times a second; 64 of them, 640.
+    # The wake-ups are the exact measure: one engine polling every 100 ms would wake the loop 10 times a
+    # second; 64 of them, 640. The CPU bound only catches a callback that computes for long: thread CPU
+    # on this VM also counts waits for the GIL while other threads of the process run (seen in the full
+    # suite: 3.2% with no extra wake-up, against 2.0% for the empty loop).
     assert wakeups <= floor_wakeups + 5, f"64 idle engines woke the loop {wakeups} times in 1 s"
-    assert share - floor < 0.01, f"64 idle engines used {share:.1%} of a core (empty loop {floor:.1%})"
+    assert share - floor < 0.05, f"64 idle engines used {share:.1%} of a core (empty loop {floor:.1%})"
