@@ -22,6 +22,7 @@ def stream_decode(engine: EngineAdapter, call: GenerateCall) -> AsyncIterator[To
         handoff=call.handoff,
         cache_salt=call.cache_salt,
         lora=call.lora,
+        answer_prefix=call.answer_prefix,
     )
     return engine.generate(request)
 

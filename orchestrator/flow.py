@@ -25,9 +25,10 @@ from collections.abc import AsyncGenerator
 
 from orchestrator.config import ServerConfig
 from orchestrator.errors import NoHealthyWorker, WorkerError
-from orchestrator.flow_meter import FlowMeter
+from orchestrator.flow_meter import FlowMeter, StreamMeter
 from orchestrator.handoff_release import HandoffReleaser, abort_on
 from orchestrator.handoff_watch import until_source_lost
+from orchestrator.lead_token import continuation, lead_chunk
 from orchestrator.metrics import Metrics
 from orchestrator.placement import FlowRequest, Placement, Seat
 from orchestrator.pools.pool import WorkerHandle, WorkerPool
@@ -56,9 +57,11 @@ def worker_state(handle: WorkerHandle, queue_bound: int) -> WorkerState:
 class RequestFlow:
     def __init__(self, *, router: Router, prefill: WorkerPool | None, decode: WorkerPool, metrics: Metrics,
                  server: ServerConfig, prefill_policy: str, decode_policy: str, kv_bytes_per_token: int,
-                 on_pull_failure: str = "retry", links: MeasuredLinks | None = None) -> None:
+                 on_pull_failure: str = "retry", links: MeasuredLinks | None = None,
+                 lead_token: bool = True) -> None:
         """``links``: the measured link table decode placement reads and handoffs feed (a fresh one over
-        the default priors when None)."""
+        the default priors when None). ``lead_token``: open answers with the prefill's first token where
+        ``orchestrator.lead_token`` allows (``disaggregation.first_token: prefill``)."""
         self._router = router
         self._prefill = prefill
         self._decode = decode
@@ -68,6 +71,7 @@ class RequestFlow:
         self._decode_policy = decode_policy
         self._kv_bytes_per_token = kv_bytes_per_token
         self._on_pull_failure = on_pull_failure
+        self._lead_token = lead_token
         self.links = links if links is not None else MeasuredLinks(LinkTable())
         self._meter = FlowMeter(metrics, self.links, kv_bytes_per_token)
         self._releaser = HandoffReleaser(prefill, decode, metrics, server)
@@ -204,15 +208,32 @@ class RequestFlow:
         raise NoHealthyWorker("no healthy prefill worker")
 
     async def stream(self, req: FlowRequest, placement: Placement) -> AsyncGenerator[TokenChunk, None]:
-        """Decode chunks; records TTFT/ITL/TPOT/E2E and handoff figures. Closing early aborts. A handoff the
-        decode worker could not read (``WorkerError.void_reason``) before any token is retried, recomputed
-        or failed by ``on_pull_failure``, once; the retry's chunks follow on this same stream."""
+        """The answer's chunks; records TTFT/ITL/TPOT/E2E and handoff figures. Closing early aborts. Where
+        ``orchestrator.lead_token`` allows, the prefill's first token opens the answer at once and the decode
+        worker continues after it. A handoff the decode worker could not read (``WorkerError.void_reason``)
+        before it sent a token is retried, recomputed or failed by ``on_pull_failure``, once; the retry's
+        chunks follow on this same stream."""
         current = placement
+        meter = self._meter.stream(placement)
+        lead = lead_chunk(req.sampling, placement.handoff, self._router.block_size) if self._lead_token else None
         produced = reseated = voided = False
         try:
+            if lead is not None:
+                placement.seat.streamed = True
+                meter.lead(lead, time.perf_counter())
+                placement.seat.prefilled()
+                read = False
+                try:
+                    yield lead
+                    read = not lead.finished
+                finally:
+                    if not read:  # answered by the lead alone, or abandoned at it: no decode reads the handoff
+                        await self._free_handoff(req, placement)
+                if lead.finished:
+                    return
             for attempt in ("", "r", "rr"):  # at most one reseat and one void handoff per request
                 try:
-                    async for chunk in self._decode_once(req, current, attempt):
+                    async for chunk in self._decode_once(req, current, attempt, meter, lead):
                         produced = produced or bool(chunk.token_ids)
                         yield chunk
                     return
@@ -237,6 +258,7 @@ class RequestFlow:
                     current.seat.release()
                     current = await self._replace(req, current, action, exc.void_reason, attempt + "r")
         finally:
+            meter.close(time.perf_counter(), len(req.prompt))
             current.seat.release()
 
     def _reseat(self, req: FlowRequest, failed: Placement) -> Placement:
@@ -273,16 +295,19 @@ class RequestFlow:
         return Placement(failed.decode_worker, None, "recompute", None, 0, failed.started,
                          self._seat(failed.decode_worker, own))
 
-    async def _decode_once(self, req: FlowRequest, placement: Placement,
-                           attempt: str) -> AsyncGenerator[TokenChunk, None]:
-        """One Generate stream on the placement's decode worker; the metrics of a request that produced
-        tokens. Closing it before the finished chunk aborts the decode and frees an unread handoff."""
+    async def _decode_once(self, req: FlowRequest, placement: Placement, attempt: str, meter: StreamMeter,
+                           lead: TokenChunk | None) -> AsyncGenerator[TokenChunk, None]:
+        """One Generate stream on the placement's decode worker, continuing after ``lead`` when the answer
+        opened with it; its chunks go through ``meter``. Closing it before the finished chunk aborts the
+        decode and frees an unread handoff."""
         handle = self._decode.get(placement.decode_worker)
         placement.seat.streamed = True
-        handoff = placement.handoff
         call = GenerateCall(request_id=f"{req.request_id}-d{attempt}", prompt_token_ids=req.prompt,
-                            sampling=req.sampling, cache_salt=req.cache_salt, handoff=handoff, lora=req.lora)
-        meter = self._meter.stream(placement, handle.host, self._source_host(placement), time.perf_counter())
+                            sampling=req.sampling, cache_salt=req.cache_salt, handoff=placement.handoff,
+                            lora=req.lora)
+        if lead is not None:
+            call = continuation(call, lead)
+        meter.sent(placement, handle.host, self._source_host(placement), time.perf_counter())
         finished = False
         try:
             chunks = handle.client.generate(
@@ -297,12 +322,11 @@ class RequestFlow:
                 finished = chunk.finished
                 yield chunk
         finally:
-            # Recorded here: the caller closes this generator right after the finished chunk (or on a
-            # stop string), so code after the loop would never run.
-            meter.close(time.perf_counter(), len(req.prompt))
+            # Here, not after the loop: the caller closes this generator right after the finished chunk (or
+            # on a stop string), so code after the loop would never run.
             if not finished:
                 await self._abort_on(handle, call.request_id, "decode")
-                if meter.first_at is None:
+                if not meter.decode_started:
                     await self._free_handoff(req, placement)
 
     def _source_host(self, placement: Placement) -> str | None:

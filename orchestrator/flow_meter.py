@@ -2,12 +2,13 @@
 
 * Prefill RPCs: their latency (``pdserve_prefill_seconds``) and each prefill worker's speed
   (``WorkerHandle.prefill_speed``, read by ``kv_aware`` through ``worker_state``).
-* Generate streams (``StreamMeter``): TTFT, ITL, TPOT, E2E and token counts; for a request with a KV
-  handoff, the handoff's figures and one sample of its link, (prefill host, decode host), for the
-  measured link table (``MeasuredLinks``) and its gauges. The sample is the decode worker's own report of
-  the pull (``TokenChunk.kv_pull``) when it sends one; else the time from the Generate call to the first
-  token, which also holds the decode engine's first step and the RPC: an upper bound of the pull, so the
-  bandwidth fitted from it is a lower bound (counted as ``measure="upper_bound"``).
+* A request's answer stream (``StreamMeter``, over its Generate calls and a lead token, see
+  ``orchestrator.lead_token``): TTFT, ITL, TPOT, E2E and token counts; for a request with a KV handoff,
+  the handoff's figures and one sample of its link, (prefill host, decode host), for the measured link
+  table (``MeasuredLinks``) and its gauges. The sample is the decode worker's own report of the pull
+  (``TokenChunk.kv_pull``) when it sends one; else the time from the Generate call to the decode worker's
+  first token, which also holds the decode engine's first step and the RPC: an upper bound of the pull, so
+  the bandwidth fitted from it is a lower bound (counted as ``measure="upper_bound"``).
 
 Everything here runs on the orchestrator's event loop; the meter keeps no state of its own beyond the
 objects it is given. Times are ``time.perf_counter`` seconds passed in by the caller.
@@ -43,10 +44,9 @@ class FlowMeter:
         handle.prefill_speed.failed(now)
 
     # ----------------------------------------------------------------- decode
-    def stream(self, placement: Placement, decode_host: str, source_host: str | None, now: float) -> StreamMeter:
-        """The meter of one Generate stream for ``placement``, started (the call is sent) at ``now``.
-        ``source_host``: the prefill worker's host (None without a handoff)."""
-        return StreamMeter(self, placement, decode_host, source_host, now)
+    def stream(self, placement: Placement) -> StreamMeter:
+        """The meter of one request's answer stream, first placed at ``placement``."""
+        return StreamMeter(self, placement)
 
     def handoff(self, handoff: KVHandoff, seconds: float) -> None:
         self.metrics.handoff_latency.observe(seconds)
@@ -64,43 +64,63 @@ class FlowMeter:
 
 
 class StreamMeter:
-    """One Generate stream's figures. ``chunk`` for every chunk received, ``close`` once at the end."""
+    """One request's answer figures. ``sent`` before each Generate call, ``lead`` for a lead token,
+    ``chunk`` for every chunk a decode worker sends, ``close`` once at the end."""
 
-    def __init__(self, meter: FlowMeter, placement: Placement, decode_host: str, source_host: str | None,
-                 now: float) -> None:
+    def __init__(self, meter: FlowMeter, placement: Placement) -> None:
         self._meter = meter
+        self._placement = placement
+        self._decode_host = ""
+        self._source_host: str | None = None
+        self._sent_at = placement.started
+        self._last_at = placement.started
+        self._pull_seen = False
+        self.first_at: float | None = None
+        self.decode_started = False  # a decode worker has sent a token
+        self.out_tokens = 0
+
+    def sent(self, placement: Placement, decode_host: str, source_host: str | None, now: float) -> None:
+        """A Generate call for ``placement`` went to ``decode_host`` at ``now``. ``source_host``: the host of
+        the prefill worker holding its handoff (None without one)."""
         self._placement = placement
         self._decode_host = decode_host
         self._source_host = source_host
         self._sent_at = now
-        self._last_at = placement.started
-        self._pull_seen = False
-        self.first_at: float | None = None
-        self.out_tokens = 0
+
+    def lead(self, chunk: TokenChunk, now: float) -> None:
+        """The prefill's first token went to the client at ``now``, before any Generate call: it is the
+        answer's first token; the handoff is timed to the decode worker's own first token."""
+        self._first(now, "prefill")
+        self.out_tokens += len(chunk.token_ids)
 
     def chunk(self, chunk: TokenChunk, now: float) -> bool:
-        """Account ``chunk`` received at ``now``; True when it carries the stream's first token."""
-        m = self._meter.metrics
+        """Account ``chunk`` received at ``now``; True when it carries the answer's first token."""
         handoff = self._placement.handoff
         if chunk.kv_pull is not None and handoff is not None and not self._pull_seen:
             self._pull_seen = True
             self._link(chunk.kv_pull.bytes, chunk.kv_pull.seconds, "worker")
         if not chunk.token_ids:
             return False
-        first = self.first_at is None
-        if first:
-            self.first_at = now
-            m.ttft.observe(now - self._placement.started)
+        if not self.decode_started:
+            self.decode_started = True
             if handoff is not None:
                 self._meter.handoff(handoff, now - self._sent_at)
                 if not self._pull_seen:
                     nbytes = handoff.prompt_tokens * self._meter.kv_bytes_per_token
                     self._link(nbytes, now - self._sent_at, "upper_bound")
+        first = self.first_at is None
+        if first:
+            self._first(now, "decode")
         else:
-            m.itl.observe(now - self._last_at)
-        self._last_at = now
+            self._meter.metrics.itl.observe(now - self._last_at)
+            self._last_at = now
         self.out_tokens += len(chunk.token_ids)
         return first
+
+    def _first(self, now: float, source: str) -> None:
+        self.first_at = self._last_at = now
+        self._meter.metrics.ttft.observe(now - self._placement.started)
+        self._meter.metrics.first_tokens.labels(source).inc()
 
     def close(self, now: float, prompt_tokens: int) -> None:
         m = self._meter.metrics

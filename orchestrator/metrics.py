@@ -46,8 +46,12 @@ class MetricFamilies:
                                  labelnames=m, registry=r)
         self.handoff_latency = Histogram(
             "pdserve_kv_handoff_seconds",
-            "From the prefill's KV handoff to the decode worker's first token (NIXL pull + one step)",
+            "From the Generate call with a KV handoff to the decode worker's first token (NIXL pull + one step)",
             buckets=_LATENCY, labelnames=m, registry=r)
+        self.first_tokens = Counter(
+            "pdserve_first_tokens_total",
+            "Answers by the worker whose token opened them: prefill (sent as the prefill returned) or decode",
+            ["model", "source"], registry=r)
         self.handoff_bytes = Histogram("pdserve_kv_handoff_bytes", "KV bytes handed from prefill to decode",
                                        buckets=_BYTES, labelnames=m, registry=r)
         self.handoff_blocks = Counter("pdserve_kv_handoff_blocks_total", "KV blocks handed over",
@@ -140,6 +144,7 @@ class Metrics:
         self.e2e = ForModel(f.e2e, model)
         self.prefill = ForModel(f.prefill, model)
         self.handoff_latency = ForModel(f.handoff_latency, model)
+        self.first_tokens = ForModel(f.first_tokens, model)
         self.handoff_bytes = ForModel(f.handoff_bytes, model)
         self.handoff_blocks = ForModel(f.handoff_blocks, model)
         self.link_bandwidth = ForModel(f.link_bandwidth, model)

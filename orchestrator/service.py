@@ -96,7 +96,8 @@ class Service:
         self.flow = RequestFlow(router=self.router, prefill=prefill, decode=decode, metrics=metrics,
                                 server=config.server, prefill_policy=prefill_profile.name,
                                 decode_policy=decode_profile.name, kv_bytes_per_token=facts.kv_bytes_per_token,
-                                on_pull_failure=config.transfer.on_pull_failure, links=self.links)
+                                on_pull_failure=config.transfer.on_pull_failure, links=self.links,
+                                lead_token=config.disaggregation.first_token == "prefill")
         self._monitors: dict[str, PoolMonitor] = {}
 
     @classmethod

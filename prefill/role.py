@@ -18,7 +18,9 @@ async def run_prefill(engine: EngineAdapter, call: PrefillCall) -> KVHandoff:
     """Run the call's prompt with ``max_tokens=1`` and ``remote_decode``; return the handoff.
 
     The engine keeps the prompt's KV blocks until a decode worker pulls them or the lease expires.
-    The handoff's ``first_token`` is the sampled token (filled in here if the engine left it unset).
+    The handoff's ``first_token`` is the sampled token (filled in here if the engine left it unset), and
+    ``first_token_stops`` says whether the engine finished on it with reason ``stop`` (EOS or a stop id)
+    rather than at the one-token cap.
     Raises ``PrefillFailed`` if the engine returned no handoff (e.g. the request was aborted) and
     ``ValueError`` if the engine rejected the request.
     """
@@ -43,7 +45,7 @@ async def run_prefill(engine: EngineAdapter, call: PrefillCall) -> KVHandoff:
         raise PrefillFailed(f"prefill of {call.request_id} returned no KV handoff (finish reason {reason})")
     if handoff.first_token < 0 and first_token >= 0:
         handoff = replace(handoff, first_token=first_token)
-    return handoff
+    return replace(handoff, first_token_stops=reason == "stop")
 
 
 ROLE = register_role(Role("prefill", prefill=run_prefill))

@@ -70,7 +70,7 @@ def prefill_response_from_pb(msg: pb.PrefillResponse) -> KVHandoff:
 def generate_call_to_pb(call: GenerateCall) -> pb.GenerateRequest:
     msg = pb.GenerateRequest(request_id=call.request_id, prompt_token_ids=list(call.prompt_token_ids),
                              sampling=sampling_to_pb(call.sampling), cache_salt=call.cache_salt or "",
-                             lora=call.lora or "")
+                             lora=call.lora or "", answer_prefix=call.answer_prefix)
     if call.handoff is not None:
         msg.handoff.CopyFrom(handoff_to_pb(call.handoff))
     return msg
@@ -81,6 +81,7 @@ def generate_call_from_pb(msg: pb.GenerateRequest) -> GenerateCall:
         request_id=msg.request_id, prompt_token_ids=tuple(msg.prompt_token_ids),
         sampling=sampling_from_pb(msg.sampling), cache_salt=msg.cache_salt or None,
         handoff=handoff_from_pb(msg.handoff) if msg.HasField("handoff") else None, lora=msg.lora or None,
+        answer_prefix=msg.answer_prefix,
     )
 
 
@@ -181,6 +182,7 @@ def handoff_to_pb(handoff: KVHandoff) -> pb.Handoff:
         prompt_tokens=handoff.prompt_tokens,
         lease_deadline=handoff.lease_deadline,
         extra=dict(handoff.extra),
+        first_token_stops=handoff.first_token_stops,
     )
 
 
@@ -197,6 +199,7 @@ def handoff_from_pb(msg: pb.Handoff) -> KVHandoff:
         prompt_tokens=msg.prompt_tokens,
         lease_deadline=msg.lease_deadline,
         extra=tuple(sorted(msg.extra.items())),
+        first_token_stops=msg.first_token_stops,
     )
 
 

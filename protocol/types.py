@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-WIRE_VERSION = 5
+WIRE_VERSION = 6
 """Version of the orchestrator/worker messages. Bump it whenever a field or status changes meaning,
 appears or goes away in ``worker.proto``; a worker reporting another version is refused at registration.
 (1 was the unversioned protocol: workers that predate the field report 0; 3 added the ABORTED Generate
 of a void handoff and vLLM's penalties, ``top_k``, ``min_tokens`` and ``logit_bias`` to ``Sampling``;
 4 added ``kv_pull`` to the Generate stream's chunks; 5 added ``lora``, the LoRA adapter, to Prefill and
-Generate calls and to stored-block events.)"""
+Generate calls and to stored-block events; 6 added ``first_token_stops`` to the handoff and
+``answer_prefix`` to Generate calls.)"""
 
 VOID_REASON_KEY = "pdserve-void-reason"
 """Trailing metadata of a Generate the worker ended with ABORTED because its KV handoff could not be read:
@@ -134,7 +135,8 @@ class KVHandoff:
     ``transfer.handoff``). ``engine_id``/``host``/``port`` name the prefill engine's NIXL side channel;
     ``block_ids`` are the prefill engine's block ids holding the prompt's KV, one tuple per KV-cache
     group (vLLM's layout); ``request_id`` is the prefill engine's id for the request; ``tp_size`` its
-    tensor-parallel size. ``first_token`` is the token the prefill sampled (-1: unknown);
+    tensor-parallel size. ``first_token`` is the token the prefill sampled (-1: unknown) and
+    ``first_token_stops`` whether that token ended the answer (an end-of-sequence or stop token id);
     ``num_cached_tokens`` how many prompt tokens were already in the prefill worker's prefix cache;
     ``prompt_tokens`` the prompt length. ``lease_deadline`` is the wall-clock time (seconds since the
     epoch) after which the prefill worker frees the blocks. ``extra`` keeps connector fields pdserve does
@@ -152,6 +154,7 @@ class KVHandoff:
     num_cached_tokens: int = 0
     prompt_tokens: int = 0
     lease_deadline: float = 0.0
+    first_token_stops: bool = False
     extra: tuple[tuple[str, str], ...] = field(default_factory=tuple)
 
     @property
@@ -182,7 +185,10 @@ class GenerateCall:
     """Generate RPC request: decode ``prompt_token_ids``, streaming ``TokenChunk``s.
 
     With a ``handoff`` the worker pulls the prompt's KV from that prefill worker; without one it prefills
-    locally (short prompt, saturated prefill pool, colocated worker). Other fields as in ``PrefillCall``.
+    locally (short prompt, saturated prefill pool, colocated worker). ``answer_prefix``: how many of the
+    prompt's last tokens are the answer's own, already sent to the client (1 when the prefill's first token
+    opened the answer: ``orchestrator.lead_token``); the worker continues the answer after them, and a
+    handoff's blocks cover the prompt without them. Other fields as in ``PrefillCall``.
     """
 
     request_id: str
@@ -191,6 +197,7 @@ class GenerateCall:
     cache_salt: str | None = None
     handoff: KVHandoff | None = None
     lora: str | None = None
+    answer_prefix: int = 0
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ class BlockGroup(_message.Message):
     def __init__(self, ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Handoff(_message.Message):
-    __slots__ = ("engine_id", "block_groups", "host", "port", "tp_size", "first_token", "num_cached_tokens", "prompt_tokens", "lease_deadline", "extra", "request_id")
+    __slots__ = ("engine_id", "block_groups", "host", "port", "tp_size", "first_token", "num_cached_tokens", "prompt_tokens", "lease_deadline", "extra", "request_id", "first_token_stops")
     class ExtraEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +73,7 @@ class Handoff(_message.Message):
     LEASE_DEADLINE_FIELD_NUMBER: _ClassVar[int]
     EXTRA_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    FIRST_TOKEN_STOPS_FIELD_NUMBER: _ClassVar[int]
     engine_id: str
     block_groups: _containers.RepeatedCompositeFieldContainer[BlockGroup]
     host: str
@@ -84,7 +85,8 @@ class Handoff(_message.Message):
     lease_deadline: float
     extra: _containers.ScalarMap[str, str]
     request_id: str
-    def __init__(self, engine_id: _Optional[str] = ..., block_groups: _Optional[_Iterable[_Union[BlockGroup, _Mapping]]] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., tp_size: _Optional[int] = ..., first_token: _Optional[int] = ..., num_cached_tokens: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., lease_deadline: _Optional[float] = ..., extra: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    first_token_stops: bool
+    def __init__(self, engine_id: _Optional[str] = ..., block_groups: _Optional[_Iterable[_Union[BlockGroup, _Mapping]]] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., tp_size: _Optional[int] = ..., first_token: _Optional[int] = ..., num_cached_tokens: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., lease_deadline: _Optional[float] = ..., extra: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., first_token_stops: _Optional[bool] = ...) -> None: ...
 
 class PrefillRequest(_message.Message):
     __slots__ = ("request_id", "prompt_token_ids", "sampling", "cache_salt", "lora")
@@ -107,20 +109,22 @@ class PrefillResponse(_message.Message):
     def __init__(self, handoff: _Optional[_Union[Handoff, _Mapping]] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("request_id", "prompt_token_ids", "sampling", "handoff", "cache_salt", "lora")
+    __slots__ = ("request_id", "prompt_token_ids", "sampling", "handoff", "cache_salt", "lora", "answer_prefix")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PROMPT_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
     HANDOFF_FIELD_NUMBER: _ClassVar[int]
     CACHE_SALT_FIELD_NUMBER: _ClassVar[int]
     LORA_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_PREFIX_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     prompt_token_ids: _containers.RepeatedScalarFieldContainer[int]
     sampling: Sampling
     handoff: Handoff
     cache_salt: str
     lora: str
-    def __init__(self, request_id: _Optional[str] = ..., prompt_token_ids: _Optional[_Iterable[int]] = ..., sampling: _Optional[_Union[Sampling, _Mapping]] = ..., handoff: _Optional[_Union[Handoff, _Mapping]] = ..., cache_salt: _Optional[str] = ..., lora: _Optional[str] = ...) -> None: ...
+    answer_prefix: int
+    def __init__(self, request_id: _Optional[str] = ..., prompt_token_ids: _Optional[_Iterable[int]] = ..., sampling: _Optional[_Union[Sampling, _Mapping]] = ..., handoff: _Optional[_Union[Handoff, _Mapping]] = ..., cache_salt: _Optional[str] = ..., lora: _Optional[str] = ..., answer_prefix: _Optional[int] = ...) -> None: ...
 
 class TokenLogprob(_message.Message):
     __slots__ = ("logprob", "top_ids", "top_logprobs")

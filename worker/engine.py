@@ -24,6 +24,8 @@ class EngineRequest:
     role) and keep the KV blocks under a lease. ``handoff``: pull the prompt's KV from this prefill
     worker before decoding. ``cache_salt`` isolates tenants in the prefix cache. ``lora``: the name of
     one of the engine's LoRA adapters (``EngineSpec.adapters``) to run with; None: the base model.
+    ``answer_prefix``: the prompt's last tokens that are the answer's own, already sent
+    (``GenerateCall.answer_prefix``); a real model just reads them as context.
     """
 
     request_id: str
@@ -33,6 +35,7 @@ class EngineRequest:
     handoff: KVHandoff | None = None
     cache_salt: str | None = None
     lora: str | None = None
+    answer_prefix: int = 0
 
 
 @dataclass(frozen=True)

@@ -62,12 +62,18 @@ class DisaggPolicy(BaseModel):
     with the prefill worker's uncached part alone: a long prompt cached on a prefill worker only is
     disaggregated. ``local_when_prefill_saturated``: prefill locally when no healthy prefill worker has
     room and the local decode worker has (this valve may recompute a prefix a prefill worker holds: the
-    remote path then queues behind a full prefill pool)."""
+    remote path then queues behind a full prefill pool). ``first_token``: which worker's token opens a
+    disaggregated answer. ``prefill`` (default) sends the prefill's sampled token as soon as the prefill
+    returns wherever that gives the same tokens (``orchestrator.lead_token``), and the decode worker
+    continues after it: the handoff leaves the time to first token and one decode step leaves the answer,
+    but the gap before the second token holds the handoff. ``decode`` waits for the decode worker to pull
+    the KV and sample the first token again."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     min_remote_tokens: int = Field(default=256, ge=0)
     local_when_prefill_saturated: bool = True
+    first_token: Literal["prefill", "decode"] = "prefill"
 
     def local_possible(self, request: RouteRequest, match: Mapping[str, int],
                        prefill: Sequence[WorkerState], decode: Sequence[WorkerState]) -> bool:

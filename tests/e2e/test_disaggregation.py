@@ -34,6 +34,7 @@ def test_greedy_output_equals_single_instance(pd_server: Server, reference_serve
     pulls_before = sample(pd_server.url, "pdserve_worker_load", worker="decode-0", figure="kv_pulls")
     blocks_before = sample(pd_server.url, "pdserve_worker_load", worker="decode-0", figure="kv_blocks_pulled")
     bytes_before = sample(pd_server.url, "pdserve_worker_load", worker="decode-0", figure="kv_bytes_pulled")
+    led_before = sample(pd_server.url, "pdserve_first_tokens_total", source="prefill")
     with ThreadPoolExecutor(max_workers=4) as pool:
         ours = list(pool.map(lambda p: _complete(pd_server.url, p), prompts))
         theirs = list(pool.map(lambda p: _complete(reference_server.url, p), prompts))
@@ -56,6 +57,10 @@ def test_greedy_output_equals_single_instance(pd_server: Server, reference_serve
     moved = sample(pd_server.url, "pdserve_worker_load", worker="decode-0", figure="kv_bytes_pulled") - bytes_before
     assert moved >= expected_blocks * 32 * 512
     assert sample(pd_server.url, "pdserve_kv_handoff_bytes_count") >= len(prompts)
+    # The prefill's token opened every answer whose prompt leaves it strictly inside its last 32-token
+    # block (orchestrator.lead_token); vLLM's decode continued those from the prompt and that token.
+    led = sample(pd_server.url, "pdserve_first_tokens_total", source="prefill") - led_before
+    assert led == sum(n % 32 not in (0, 31) for n in PROMPT_LENGTHS) == 10
 
 
 def test_sampling_fields_reach_vllm_through_the_disaggregated_path(pd_server: Server, reference_server: Server) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from pd_harness import LoopThread
+from pd_harness import LoopThread, StubFront
 
 from orchestrator.api.text import Tokenizer
 from orchestrator.config import PdserveConfig
@@ -53,3 +53,10 @@ def start_workers(worker_logs: Path) -> Iterator[StartWorkers]:
     yield start
     for launcher in launchers:
         launcher.stop()
+
+
+@pytest.fixture
+def stub_front(tiny_model_dir: Path, tokenizer: Tokenizer, harness_loop: LoopThread) -> Iterator[StubFront]:
+    builder = StubFront(tiny_model_dir, tokenizer, harness_loop)
+    yield builder
+    builder.close()

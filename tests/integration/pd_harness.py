@@ -52,12 +52,13 @@ MODEL_NAME = "sim-tiny"
 def sim_config(model_dir: Path, *, prefill: int = 2, decode: int = 2, engine_args: dict[str, Any] | None = None,
                transfer: dict[str, Any] | None = None, process_per_worker: bool = False,
                topology: dict[str, Any] | None = None, decode_profile: str = "decode",
-               **server: Any) -> PdserveConfig:
+               first_token: str = "prefill", **server: Any) -> PdserveConfig:
     """A simulated deployment on the ``tiny-fast`` profile (4-token blocks), fast health polling.
     ``engine_args``: sim profile fields (or ``profile``) laid over the harness's; validated with the config.
     ``transfer``: the config's ``transfer`` section. Each pool's workers share one process unless
     ``process_per_worker`` (so that one can be killed alone). ``topology``: the engine's hosts and racks
-    (``engine.topology``); ``decode_profile``: the decode pool's routing preset."""
+    (``engine.topology``); ``decode_profile``: the decode pool's routing preset; ``first_token``: the
+    disaggregation policy's."""
     args = {"profile": "tiny-fast", "vocab_size": SIM_VOCAB, "eos_token_id": 2, "num_blocks": 1024,
             "max_model_len": 1024, "speedup": 20.0, **(engine_args or {})}
     engine: dict[str, Any] = {"kind": "sim", "args": args}
@@ -71,7 +72,7 @@ def sim_config(model_dir: Path, *, prefill: int = 2, decode: int = 2, engine_arg
                     "routing": {"profile": "kv_aware"}},
         "decode": {"replicas": decode, "workers_per_process": 1 if process_per_worker else max(1, decode),
                    "routing": {"profile": decode_profile}},
-        "disaggregation": {"min_remote_tokens": 0},
+        "disaggregation": {"min_remote_tokens": 0, "first_token": first_token},
         "transfer": transfer or {},
         "server": {"host": "127.0.0.1", "port": 0, "load_poll_interval_s": 0.1, **server},
     })
@@ -251,6 +252,7 @@ class StubWorker(pb_grpc.WorkerServicer):
     calls: list[str] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
     with_handoff: list[bool] = field(default_factory=list)  # per Generate call: did it carry a KV handoff
+    continued: list[bool] = field(default_factory=list)  # per Generate call: after the prefill's first token
 
     async def GetInfo(self, request: pb.InfoRequest, context: grpc.aio.ServicerContext) -> pb.WorkerInfo:
         return convert.info_to_pb(WorkerDescription(
@@ -280,17 +282,21 @@ class StubWorker(pb_grpc.WorkerServicer):
         self.calls.append(call.request_id)
         self.with_handoff.append(call.handoff is not None)
         max_tokens = call.sampling.max_tokens
+        # A call continuing after answer tokens it carries (the prefill's first token) answers on from
+        # there; ``fail_after`` counts the whole answer's tokens.
+        start = call.answer_prefix
+        self.continued.append(bool(start))
         try:
             if self.generate == "stall":
                 await self._forever(call.request_id)
-            for i in range(max_tokens if self.generate == "ok" else 1 << 30):
+            for i in range(start, start + max_tokens if self.generate == "ok" else 1 << 30):
                 if self.generate in ("fail", "eof") and i == self.fail_after:
                     if self.generate == "fail":
                         await context.abort(grpc.StatusCode.INTERNAL, "stub engine crashed")
                     return
                 if self.generate == "drip":
                     await asyncio.sleep(self.drip_s)
-                done = self.generate == "ok" and i == max_tokens - 1
+                done = self.generate == "ok" and i == start + max_tokens - 1
                 yield convert.token_chunk_to_pb(TokenChunk(token_ids=(TOKENS[i % len(TOKENS)],), finished=done,
                                                            finish_reason="length" if done else None))
         except (asyncio.CancelledError, GeneratorExit):
@@ -342,3 +348,29 @@ class StubServer:
 
     async def stop(self) -> None:
         await self.server.stop(grace=0)
+
+
+class StubFront:
+    """Builds front ends over stub workers: ``stub_front(prefill=[...], decode=[...], **server_config)``;
+    ``close`` stops every front end and stub server it built."""
+
+    def __init__(self, model_dir: Path, tokenizer: Tokenizer, loop: LoopThread) -> None:
+        self._model_dir, self._tokenizer, self._loop = model_dir, tokenizer, loop
+        self.fronts: list[FrontEnd] = []
+        self.servers: dict[str, StubServer] = {}
+
+    def __call__(self, prefill: list[StubWorker], decode: list[StubWorker],
+                 **server: Any) -> tuple[FrontEnd, list[StubWorker], list[StubWorker]]:
+        for worker in prefill + decode:
+            self.servers[worker.worker_id] = self._loop.run(StubServer.start(worker))
+        config = sim_config(self._model_dir, prefill=len(prefill), decode=len(decode), **server)
+        endpoints = [self.servers[w.worker_id].endpoint for w in prefill + decode]
+        front = FrontEnd.start(self._loop, config, endpoints, self._tokenizer)
+        self.fronts.append(front)
+        return front, prefill, decode
+
+    def close(self) -> None:
+        for front in self.fronts:
+            front.stop()
+        for server in self.servers.values():
+            self._loop.run(server.stop())

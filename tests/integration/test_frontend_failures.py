@@ -13,7 +13,6 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from pd_harness import (
     MODEL_NAME,
     FrontEnd,
     LoopThread,
-    StubServer,
+    StubFront,
     StubWorker,
     assert_error,
     assert_error_body,
@@ -37,39 +36,6 @@ from orchestrator.api.text import Tokenizer
 pytestmark = pytest.mark.timeout(60)
 
 SLACK_S = 3.0  # scheduling slack on a busy 2-core host (other suites may be running)
-
-
-class StubFront:
-    """Builds front ends over stub workers: ``stub_front(prefill=[...], decode=[...], **server_config)``;
-    ``close`` stops every front end and stub server it built."""
-
-    def __init__(self, model_dir: Path, tokenizer: Tokenizer, loop: LoopThread) -> None:
-        self._model_dir, self._tokenizer, self._loop = model_dir, tokenizer, loop
-        self.fronts: list[FrontEnd] = []
-        self.servers: dict[str, StubServer] = {}
-
-    def __call__(self, prefill: list[StubWorker], decode: list[StubWorker],
-                 **server: Any) -> tuple[FrontEnd, list[StubWorker], list[StubWorker]]:
-        for worker in prefill + decode:
-            self.servers[worker.worker_id] = self._loop.run(StubServer.start(worker))
-        config = sim_config(self._model_dir, prefill=len(prefill), decode=len(decode), **server)
-        endpoints = [self.servers[w.worker_id].endpoint for w in prefill + decode]
-        front = FrontEnd.start(self._loop, config, endpoints, self._tokenizer)
-        self.fronts.append(front)
-        return front, prefill, decode
-
-    def close(self) -> None:
-        for front in self.fronts:
-            front.stop()
-        for server in self.servers.values():
-            self._loop.run(server.stop())
-
-
-@pytest.fixture
-def stub_front(tiny_model_dir: Path, tokenizer: Tokenizer, harness_loop: LoopThread) -> Iterator[StubFront]:
-    builder = StubFront(tiny_model_dir, tokenizer, harness_loop)
-    yield builder
-    builder.close()
 
 
 def chat(max_tokens: int = 8, **extra: Any) -> dict[str, Any]:

@@ -75,7 +75,7 @@ def test_info_round_trip_keeps_the_wire_version(version: int) -> None:
 
 def test_a_description_speaks_this_wire_version_and_an_old_worker_reads_as_zero() -> None:
     desc = WorkerDescription(worker_id="w", role="decode", host="h", engine_kind="sim", engine=ENGINE)
-    assert desc.wire_version == WIRE_VERSION == 5
+    assert desc.wire_version == WIRE_VERSION == 6
     unversioned = convert.info_to_pb(desc)
     unversioned.ClearField("wire_version")  # what a worker built before the field existed sends
     assert convert.info_from_pb(wire(unversioned)).wire_version == 0
@@ -83,7 +83,7 @@ def test_a_description_speaks_this_wire_version_and_an_old_worker_reads_as_zero(
 
 HANDOFF = KVHandoff(engine_id="p-0", block_ids=((1, 2), (9,)), host="127.0.0.2", port=5601, tp_size=2,
                     request_id="r-p", first_token=17, num_cached_tokens=32, prompt_tokens=70,
-                    lease_deadline=1_700_000_000.5, extra=(("x", "[1]"),))
+                    lease_deadline=1_700_000_000.5, extra=(("x", "[1]"),), first_token_stops=True)
 SPEC = SamplingSpec(max_tokens=8, temperature=0.0, seed=3, stop_token_ids=(2,))
 
 
@@ -99,7 +99,8 @@ def test_prefill_call_round_trip(call: PrefillCall) -> None:
 @pytest.mark.parametrize("call", [
     GenerateCall(request_id="r-d", prompt_token_ids=(5, 6, 7), sampling=SPEC, cache_salt="t", handoff=HANDOFF),
     GenerateCall(request_id="r-d", prompt_token_ids=(5,), sampling=SPEC),
-    GenerateCall(request_id="r-d", prompt_token_ids=(5,), sampling=SPEC, handoff=HANDOFF, lora="tiny-pirate"),
+    GenerateCall(request_id="r-d", prompt_token_ids=(5, 17), sampling=SPEC, handoff=HANDOFF, lora="tiny-pirate",
+                 answer_prefix=1),
     GenerateCall(request_id="r-d", prompt_token_ids=(5,), sampling=SPEC,
                  handoff=KVHandoff(engine_id="", block_ids=(), host="", port=0)),  # all defaults: still present
 ])

@@ -8,11 +8,13 @@ Synchronous and clock-free; the asyncio adapter drives it. One step is two calls
   enter the prefix cache, sequences whose tokens are all computed sample one token, finished
   requests leave. Chunks of requests aborted in between are skipped.
 
-The pseudo-model makes token ``p`` (its index in prompt + output) of a request a hash of
-(prompt hash, ``p``, sampling nonce, profile seed) mod ``vocab_size``. The nonce is 0 for greedy
-requests (``temperature == 0``), derived from ``seed`` for seeded ones and random otherwise, so greedy
-and seeded outputs are reproducible and a prefill + remote decode produces exactly the tokens a
-colocated run does. EOS is emitted only with probability ``eos_probability`` per position.
+The pseudo-model makes token ``p`` (its index in prompt + output) of a request a hash of (prompt hash,
+``p``, sampling nonce, profile seed) mod ``vocab_size``; the prompt hash leaves out the answer's own
+tokens a request carries (``answer_prefix``), so a decode that continues after the prefill's first token
+samples on from it. The nonce is 0 for greedy requests (``temperature == 0``), derived from ``seed`` for
+seeded ones and random otherwise, so greedy and seeded outputs are reproducible and a prefill + remote
+decode produces exactly the tokens a colocated run does. EOS is emitted only with probability
+``eos_probability`` per position.
 """
 
 from __future__ import annotations
@@ -99,7 +101,9 @@ class SimEngineCore:
         seq = Sequence(request.request_id, list(prompt), len(prompt), request.cache_salt,
                        pull=request.handoff is not None)
         self.scheduler.add(seq)
-        key = xxhash.xxh3_64_intdigest(array("q", prompt).tobytes())
+        # The pseudo-model hashes the prompt without the answer's tokens it carries (``answer_prefix``), so
+        # a decode that continues after the prefill's first token samples on as one engine would have.
+        key = xxhash.xxh3_64_intdigest(array("q", prompt[:len(prompt) - request.answer_prefix]).tobytes())
         max_tokens = 1 if request.remote_decode else sampling.max_tokens
         self._reqs[request.request_id] = _Request(request, seq, key, nonce, max_tokens)
 
@@ -220,8 +224,9 @@ class SimEngineCore:
             if handoff.num_blocks != self.blocks.blocks_for(len(prompt)):
                 raise ValueError(f"handoff has {handoff.num_blocks} blocks; a {len(prompt)}-token prompt "
                                  f"needs {self.blocks.blocks_for(len(prompt))} of {p.block_size} tokens")
-            if handoff.prompt_tokens not in (0, len(prompt)):
-                raise ValueError(f"handoff is for {handoff.prompt_tokens} prompt tokens, got {len(prompt)}")
+            if handoff.prompt_tokens not in (0, len(prompt) - request.answer_prefix):
+                raise ValueError(f"handoff is for {handoff.prompt_tokens} prompt tokens, got {len(prompt)} "
+                                 f"of which {request.answer_prefix} are the answer's")
         if request.request_id in self._reqs:
             raise ValueError(f"request id {request.request_id!r} is already in use")
 
