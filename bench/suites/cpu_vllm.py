@@ -3,7 +3,9 @@
 Targets, run one after the other with the same seeded requests:
 
 - ``pdserve``: ``configs/local-cpu.yaml`` (one prefill and one decode vLLM worker, KV over NIXL, each
-  worker pinned to its own core by pdserve);
+  worker pinned to its own core by pdserve; the prefill's first token opens each answer);
+- ``pdserve-decode-first``: the same with ``disaggregation.first_token: decode`` (the decode worker
+  samples the first token after the pull);
 - ``vllm-1core``: one plain vLLM OpenAI server of the same model and engine settings, its compute
   threads bound to one core (``VLLM_CPU_OMP_THREADS_BIND=0``);
 - ``vllm-1core-nixl``: the same with NixlConnector loaded and never used (what the connector alone
@@ -137,9 +139,15 @@ def serve_proxy(prefill: str, decode: str) -> Iterator[Running]:
 
 
 @contextlib.contextmanager
-def serve_pdserve_target() -> Iterator[Target]:
-    with serve_pdserve("configs/local-cpu.yaml", [], ready_timeout_s=900) as pd:
+def serve_pdserve_target(overrides: Sequence[str] = ()) -> Iterator[Target]:
+    with serve_pdserve("configs/local-cpu.yaml", overrides, ready_timeout_s=900) as pd:
         yield Target(pd.url, [pd.proc.pid], pdserve=True)
+
+
+def serve_pdserve_decode_first() -> contextlib.AbstractContextManager[Target]:
+    """pdserve with ``disaggregation.first_token: decode``: the decode worker samples the first token
+    after the pull, as before the prefill's token opened answers."""
+    return serve_pdserve_target(["disaggregation.first_token=decode"])
 
 
 @contextlib.contextmanager
@@ -159,6 +167,7 @@ def serve_one_core_nixl() -> contextlib.AbstractContextManager[Target]:
 
 TARGETS: dict[str, Callable[[], contextlib.AbstractContextManager[Target]]] = {
     "pdserve": serve_pdserve_target,
+    "pdserve-decode-first": serve_pdserve_decode_first,
     "vllm-1core": serve_one_core,
     "vllm-1core-nixl": serve_one_core_nixl,
     "vllm-pd": serve_vllm_pd,

@@ -92,11 +92,17 @@ def stage_rows(out: Path, groups: dict[tuple[str, str], list[Run]], summaries: d
 
         def rest(st: dict[str, Any]) -> float | None:
             parts = (st["ttft_ms"], st["prefill_rpc_ms"], st["handoff_to_first_token_ms"])
-            return None if None in parts else parts[0] - parts[1] - parts[2]
+            if None in parts:
+                return None
+            in_ttft = 1.0 - (st.get("led_share") or 0.0)  # a led answer's TTFT holds no handoff
+            return parts[0] - parts[1] - parts[2] * in_ttft
+
+        def led(st: dict[str, Any]) -> float | None:
+            return None if st.get("led_share") is None else 100 * st["led_share"]
 
         rows.append([target, workload, spread([s["ttft"]["mean"] for _, s in stages]), col(lambda st: st["ttft_ms"]),
                      col(lambda st: st["prefill_rpc_ms"]), col(lambda st: st["handoff_to_first_token_ms"]),
-                     col(lambda st: st["nixl_pull_ms"]), col(rest)])
+                     col(lambda st: st["nixl_pull_ms"]), col(led), col(rest)])
     return rows
 
 
@@ -127,9 +133,11 @@ def report(out: Path) -> None:
         md += ["", f"Ratios to {BASELINE} in the same round (p50 over p50):", "",
                markdown_table(["target", "workload", "TTFT", "TPOT"], ratios)]
     if stages := stage_rows(out, groups, summaries):
-        md += ["", "pdserve's stages, per-request means in ms (rest = server TTFT - prefill RPC - handoff):", "",
+        md += ["", "pdserve's stages, per-request means in ms. Handoff: the Generate call to the decode worker's "
+               "first token (the answer's second where the prefill's token opened it: led %). Rest = server TTFT - "
+               "prefill RPC - the handoff of answers not led:", "",
                markdown_table(["target", "workload", "client TTFT", "server TTFT", "prefill RPC",
-                               "handoff to 1st token", "NIXL pull", "rest"], stages)]
+                               "handoff", "NIXL pull", "led %", "rest"], stages)]
     if threads := thread_rows(out, groups):
         md += ["", "Threads that used the most CPU in each cell's first round (cores = Cpus_allowed_list; "
                "of wall = CPU seconds over the run's wall time):", "",

@@ -98,6 +98,8 @@ class StageTotals:
     handoff_count: float = 0.0
     pull_s: float = 0.0  # NIXL pull seconds the decode workers report
     pulls: float = 0.0
+    led: float = 0.0  # answers the prefill's first token opened (orchestrator.lead_token)
+    answers: float = 0.0  # answers with a first token
 
 
 _HISTOGRAMS = {"pdserve_ttft_seconds": "ttft", "pdserve_prefill_seconds": "prefill",
@@ -117,16 +119,27 @@ def stage_totals(text: str) -> StageTotals:
             elif s.name == "pdserve_worker_load" and s.labels.get("figure") in ("kv_pull_seconds", "kv_pulls"):
                 key = "pull_s" if s.labels["figure"] == "kv_pull_seconds" else "pulls"
                 figures[key] = figures.get(key, 0.0) + s.value
+            elif s.name == "pdserve_first_tokens_total":
+                figures["answers"] = figures.get("answers", 0.0) + s.value
+                if s.labels.get("source") == "prefill":
+                    figures["led"] = figures.get("led", 0.0) + s.value
     return StageTotals(**figures)
 
 
 def stage_means(before: StageTotals, after: StageTotals) -> dict[str, float | None]:
-    """Per-request means in milliseconds between two scrapes: server-side TTFT, prefill RPC, handoff to
-    the first token, and the NIXL pull within it (None where no request reached that stage)."""
+    """Per-request means in milliseconds between two scrapes: server-side TTFT, prefill RPC, handoff (the
+    Generate call to the decode worker's first token) and the NIXL pull within it (None where no request
+    reached that stage); and ``led_share``, the share of answers the prefill's first token opened, whose
+    TTFT holds no handoff."""
 
     def mean(total: str, count: str) -> float | None:
         n = getattr(after, count) - getattr(before, count)
         return round(1000 * (getattr(after, total) - getattr(before, total)) / n, 1) if n > 0 else None
 
     return {"ttft_ms": mean("ttft_sum", "ttft_count"), "prefill_rpc_ms": mean("prefill_sum", "prefill_count"),
-            "handoff_to_first_token_ms": mean("handoff_sum", "handoff_count"), "nixl_pull_ms": mean("pull_s", "pulls")}
+            "handoff_to_first_token_ms": mean("handoff_sum", "handoff_count"), "nixl_pull_ms": mean("pull_s", "pulls"),
+            "led_share": _share(after.led - before.led, after.answers - before.answers)}
+
+
+def _share(part: float, whole: float) -> float | None:
+    return round(part / whole, 3) if whole > 0 else None

@@ -49,7 +49,9 @@ def test_stage_means_come_from_pdserves_own_metrics() -> None:
         metrics.handoff_latency.labels().observe(handoff)
     metrics.worker_load.labels("decode-0", "kv_pull_seconds").set(0.05)
     metrics.worker_load.labels("decode-0", "kv_pulls").set(2)
+    metrics.first_tokens.labels("prefill").inc(3)
+    metrics.first_tokens.labels("decode").inc(1)
     means = stage_means(before, stage_totals(metrics.exposition().decode()))
     assert means == {"ttft_ms": 700.0, "prefill_rpc_ms": 500.0, "handoff_to_first_token_ms": 150.0,
-                     "nixl_pull_ms": 25.0}
+                     "nixl_pull_ms": 25.0, "led_share": 0.75}
     assert stage_means(before, before)["ttft_ms"] is None  # no request in the window
