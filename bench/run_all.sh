@@ -40,8 +40,9 @@ for suite in $SUITES; do
             step fleet 5400 "$PY" -m bench.suites.fleet --out "$OUT/fleet"
             step fleet-report 600 "$PY" -m bench.suites.fleet_report --out "$OUT/fleet"
             ;;
-        cpu_vllm) # real vLLM CPU: pdserve vs one plain vLLM on one core (bench/results/cpu_vllm/README.md)
-            step cpu_vllm 1800 "$PY" -m bench.suites.cpu_vllm --out "$OUT/cpu_vllm"
+        cpu_vllm) # real vLLM CPU: pdserve vs plain vLLM on one core and vLLM's P/D (bench/results/cpu_vllm/README.md)
+            step cpu_vllm 3600 "$PY" -m bench.suites.cpu_vllm --out "$OUT/cpu_vllm" \
+                --targets pdserve,pdserve-decode-first,vllm-1core,vllm-pd --repeats 3 --requests 4
             ;;
         links)    # decode by load + measured links vs load only, two racks (bench/suites/links.py)
             # 6 runs (2 arms x 3 repeats), a fresh 32-worker server each: ~25 min
