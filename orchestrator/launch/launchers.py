@@ -155,7 +155,11 @@ class RayLauncher:
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         options = ray_options(plan.resources)
-        options.update({"name": None, "max_concurrency": 1})
+        # Ray starts actor processes at niceness 15 (its `worker_niceness`), below the front end and
+        # Ray's own daemons: an engine would then yield its core to every one of them. Serving engines
+        # run at the default priority, as a plain vLLM server does (Ray's job supervisor does the same).
+        options.update({"name": None, "max_concurrency": 1,
+                        "runtime_env": {"env_vars": {"RAY_worker_niceness": "0"}}})
         group = self._groups.get(plan.role)
         if group is not None and plan.slot < group.bundle_count:
             options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(

@@ -84,6 +84,23 @@ def thread_cores(pids: list[int]) -> dict[str, set[int]]:
     return out
 
 
+def thread_niceness(pids: list[int]) -> dict[str, int]:
+    """The nice value of every thread of ``pids``, keyed ``"pid/tid"``; vanished threads are left out."""
+    out: dict[str, int] = {}
+    for pid in pids:
+        try:
+            tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            out[f"{pid}/{task.name}"] = int(fields[16])  # nice (field 19 of stat)
+    return out
+
+
 def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU time of ``pids`` (all their threads), in seconds; vanished pids count 0."""
     total = 0

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from orchestrator.model_prep import prepare_smollm2
-from tests.e2e.proctree import thread_cores, worker_processes
+from tests.e2e.proctree import thread_cores, thread_niceness, worker_processes
 from tests.e2e.rayjob import BIN, RayCli, our_processes, stop_leaves_nothing, submit_and_wait, wait_dashboard
 from tests.e2e.servers import ROOT
 from transfer.ports import free_ports
@@ -76,6 +76,10 @@ def test_ray_job_submit_serves_default_model_and_stops_clean() -> None:
         prefill_cores = set().union(*prefill.values())
         decode_cores = set().union(*decode.values())
         assert not prefill_cores & decode_cores, (prefill, decode)
+        # ...at the default priority, as plain vLLM does, not at Ray's worker niceness (15).
+        workers = worker_processes(0, "prefill-0", sorted(ours)) + worker_processes(0, "decode-0", sorted(ours))
+        niceness = thread_niceness(workers)
+        assert niceness and set(niceness.values()) == {0}, niceness
         stop_leaves_nothing(_ray, address, job_id, ours)
     finally:
         with contextlib.suppress(ProcessLookupError):
