@@ -8,7 +8,8 @@ cleanly on SIGTERM/SIGINT. Several specs in one process are meant for simulated 
 one host); a vLLM worker runs alone in its process, because NIXL and vLLM read process-wide settings.
 
 The process asks the kernel to kill it when its parent dies (Linux ``PR_SET_PDEATHSIG``), so a
-worker never outlives the Ray actor that started it.
+worker never outlives the Ray actor that started it; its vLLM engine cores die with it in turn
+(``transfer.parent_death``).
 """
 
 from __future__ import annotations
@@ -16,22 +17,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import signal
 import sys
 
 from protocol.launch import READY_PREFIX, WorkerLaunchSpec, WorkerReady
+from transfer import parent_death
 from worker.node_address import bind_on_node, node_address, side_channel_of
 
 log = logging.getLogger("pdserve.worker")
-
-
-def _die_with_parent() -> None:
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 async def _serve(specs: list[WorkerLaunchSpec], node: str) -> None:
@@ -91,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     specs = [WorkerLaunchSpec.from_json(text) for text in args.spec]
     node = node_address(specs[0].interface)  # one process, one node
     specs = [bind_on_node(spec, node) for spec in specs]
-    _die_with_parent()
+    parent_death.die_with_parent(signal.SIGTERM)
+    os.environ[parent_death.ENV] = str(os.getpid())  # the engines this process starts die with it
     logging.basicConfig(level=os.environ.get("PDSERVE_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s [worker] %(name)s: %(message)s", stream=sys.stderr)
     for spec in specs:
