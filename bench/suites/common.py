@@ -166,13 +166,14 @@ def log_tail(path: Path, n: int = 40) -> str:
 
 @contextlib.contextmanager
 def serve_pdserve(config: str, overrides: Sequence[str] = (), log_path: Path | None = None,
-                  ready_timeout_s: float = 600.0) -> Iterator[Running]:
-    """``pdserve up --config CONFIG --launcher local --set server.port=0 --set ...`` in its own session."""
+                  ready_timeout_s: float = 600.0, launcher: str | None = "local") -> Iterator[Running]:
+    """``pdserve up --config CONFIG --launcher LAUNCHER --set server.port=0 --set ...`` in its own
+    session; ``launcher=None`` leaves the flag out (the config's own, Ray by default, as ``make serve``)."""
     workdir = Path(tempfile.mkdtemp(prefix="pdserve-suite-"))
     ready = workdir / "url"
     log_path = log_path or workdir / "server.log"
-    cmd = [sys.executable, "-m", "orchestrator.cli", "up", "--config", config, "--launcher", "local",
-           "--set", "server.port=0", "--ready-file", str(ready)]
+    cmd = [sys.executable, "-m", "orchestrator.cli", "up", "--config", config,
+           *(["--launcher", launcher] if launcher else []), "--set", "server.port=0", "--ready-file", str(ready)]
     for item in overrides:
         cmd += ["--set", item]
     log("start: " + " ".join(cmd[2:]))

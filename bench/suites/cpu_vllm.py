@@ -2,8 +2,9 @@
 
 Targets, run one after the other with the same seeded requests:
 
-- ``pdserve``: ``configs/local-cpu.yaml`` (one prefill and one decode vLLM worker, KV over NIXL, each
-  worker pinned to its own core by pdserve; the prefill's first token opens each answer);
+- ``pdserve``: ``configs/local-cpu.yaml`` as ``make serve`` runs it, on an embedded Ray (one prefill and
+  one decode vLLM worker, KV over NIXL, each worker pinned to its own core by pdserve; the prefill's
+  first token opens each answer);
 - ``pdserve-decode-first``: the same with ``disaggregation.first_token: decode`` (the decode worker
   samples the first token after the pull);
 - ``vllm-1core``: one plain vLLM OpenAI server of the same model and engine settings, its compute
@@ -140,7 +141,8 @@ def serve_proxy(prefill: str, decode: str) -> Iterator[Running]:
 
 @contextlib.contextmanager
 def serve_pdserve_target(overrides: Sequence[str] = ()) -> Iterator[Target]:
-    with serve_pdserve("configs/local-cpu.yaml", overrides, ready_timeout_s=900) as pd:
+    # As `make serve` runs it: the config's own launcher (embedded Ray), not the bench's local one.
+    with serve_pdserve("configs/local-cpu.yaml", overrides, ready_timeout_s=900, launcher=None) as pd:
         yield Target(pd.url, [pd.proc.pid], pdserve=True)
 
 
