@@ -66,9 +66,9 @@ def _parse_cpu_list(text: str) -> set[int]:
     return cores
 
 
-def thread_cores(pids: list[int]) -> dict[str, set[int]]:
-    """``Cpus_allowed_list`` of every thread of ``pids``, keyed ``"pid/tid name"``."""
-    out: dict[str, set[int]] = {}
+def _thread_files(pids: list[int], name: str) -> list[tuple[int, str, str]]:
+    """``(pid, tid, text of /proc/PID/task/TID/NAME)`` for every thread of ``pids`` still there."""
+    out: list[tuple[int, str, str]] = []
     for pid in pids:
         try:
             tasks = list(Path(f"/proc/{pid}/task").iterdir())
@@ -76,29 +76,25 @@ def thread_cores(pids: list[int]) -> dict[str, set[int]]:
             continue
         for task in tasks:
             try:
-                status = dict(line.split(":\t", 1) for line in (task / "status").read_text().splitlines()
-                              if ":\t" in line)
+                out.append((pid, task.name, (task / name).read_text()))
             except OSError:
                 continue
-            out[f"{pid}/{task.name} {status.get('Name', '').strip()}"] = _parse_cpu_list(status["Cpus_allowed_list"])
+    return out
+
+
+def thread_cores(pids: list[int]) -> dict[str, set[int]]:
+    """``Cpus_allowed_list`` of every thread of ``pids``, keyed ``"pid/tid name"``."""
+    out: dict[str, set[int]] = {}
+    for pid, tid, text in _thread_files(pids, "status"):
+        status = dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
+        out[f"{pid}/{tid} {status.get('Name', '').strip()}"] = _parse_cpu_list(status["Cpus_allowed_list"])
     return out
 
 
 def thread_niceness(pids: list[int]) -> dict[str, int]:
     """The nice value of every thread of ``pids``, keyed ``"pid/tid"``; vanished threads are left out."""
-    out: dict[str, int] = {}
-    for pid in pids:
-        try:
-            tasks = list(Path(f"/proc/{pid}/task").iterdir())
-        except OSError:
-            continue
-        for task in tasks:
-            try:
-                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            out[f"{pid}/{task.name}"] = int(fields[16])  # nice (field 19 of stat)
-    return out
+    return {f"{pid}/{tid}": int(text.rsplit(")", 1)[1].split()[16])  # nice: field 19 of stat
+            for pid, tid, text in _thread_files(pids, "stat")}
 
 
 def cpu_seconds(pids: list[int]) -> float:
