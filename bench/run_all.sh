@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
 # Regenerate the committed benchmark results under bench/results/ (see bench/README.md): the suites
-# whose drivers and results are both committed: routing, fleet, cpu_vllm, links, peers, overhead and
-# disagg. Long (four to five hours on the 2-core development VM) and not part of CI. Every step is
+# whose drivers and results are both committed: routing, fleet, cpu_vllm, idle_ttft, links, peers,
+# overhead and disagg. Long (four to five hours on the 2-core development VM) and not part of CI. Every step is
 # bounded: it has a wall-clock limit below (SIGINT at the limit, SIGKILL 120 s later); the drivers start
 # each server in its own process session and stop it, and every client run has a request count, a
 # sending duration and a per-request timeout.
 # Run from anywhere: `make bench` or `bash bench/run_all.sh`.
-#   SUITES=routing        bash bench/run_all.sh    # a subset (routing fleet cpu_vllm links peers overhead disagg)
+#   SUITES=routing        bash bench/run_all.sh    # a subset (routing fleet cpu_vllm idle_ttft links peers overhead disagg)
 #   OUT=/tmp/results      bash bench/run_all.sh    # somewhere else than bench/results
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-bench/results}
-SUITES=${SUITES:-"routing fleet cpu_vllm links peers overhead disagg"}
+SUITES=${SUITES:-"routing fleet cpu_vllm idle_ttft links peers overhead disagg"}
 
 failed=()
 step() {  # step NAME LIMIT_SECONDS CMD...: run one bounded step; on failure note it and go on
@@ -44,6 +44,9 @@ for suite in $SUITES; do
             step cpu_vllm 3600 "$PY" -m bench.suites.cpu_vllm --out "$OUT/cpu_vllm" \
                 --targets pdserve,pdserve-decode-first,vllm-1core,vllm-pd --repeats 3 --requests 4
             ;;
+        idle_ttft) # plain vLLM's TTFT after 0-3 s idle, one core (bench/results/idle_ttft/README.md): ~3 min
+            step idle_ttft 900 "$PY" -m bench.suites.idle_ttft --out "$OUT/idle_ttft"
+            ;;
         links)    # decode by load + measured links vs load only, two racks (bench/suites/links.py)
             # 6 runs (2 arms x 3 repeats), a fresh 32-worker server each: ~25 min
             step links 3600 "$PY" -m bench.suites.links --out "$OUT/links"
@@ -65,7 +68,7 @@ for suite in $SUITES; do
             step disagg 3600 "$PY" -m bench.suites.disagg --out "$OUT/disagg"
             step disagg-report 600 "$PY" -m bench.suites.disagg_report --out "$OUT/disagg"
             ;;
-        *) echo "unknown suite $suite (known: routing fleet cpu_vllm links peers overhead disagg)" >&2; exit 2 ;;
+        *) echo "unknown suite $suite (known: routing fleet cpu_vllm idle_ttft links peers overhead disagg)" >&2; exit 2 ;;
     esac
 done
 
