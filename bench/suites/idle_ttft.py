@@ -28,7 +28,8 @@ VOCAB = ("apple", "river", "stone", "light", "cloud", "music", "paper", "green",
 
 
 def measure(url: str, pauses: list[float], rounds: int, seed: int = 11) -> list[tuple[float, float]]:
-    """``(pause s, TTFT ms)`` per request: ``rounds`` passes over ``pauses``, one request after each."""
+    """``(pause s, TTFT ms)`` per request: ``rounds`` passes over ``pauses``, one request after each.
+    Raises ``RuntimeError`` if an answer streams no text."""
     from openai import OpenAI
 
     client = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
@@ -44,7 +45,9 @@ def measure(url: str, pauses: list[float], rounds: int, seed: int = 11) -> list[
                                                    stream=True, extra_body={"ignore_eos": True}):
                 if first is None and chunk.choices and chunk.choices[0].text:
                     first = time.perf_counter()
-            out.append((pause, ((first or time.perf_counter()) - start) * 1000))
+            if first is None:  # never record a whole answer's time as its TTFT
+                raise RuntimeError(f"no text streamed back for a request after {pause} s idle")
+            out.append((pause, (first - start) * 1000))
     return out[len(pauses):]
 
 
