@@ -9,7 +9,9 @@ Targets, run one after the other with the same seeded requests:
   samples the first token after the pull);
 - ``vllm-1core``: one plain vLLM OpenAI server of the same model and engine settings, its compute
   threads bound to one core (``VLLM_CPU_OMP_THREADS_BIND=0``);
-- ``vllm-1core-nixl``: the same with NixlConnector loaded and never used (what the connector alone
+- ``vllm-1core-strict``: the same with every thread of the server (engine core, model runner, API
+  server) held to that core, as pdserve holds each worker to its own core;
+- ``vllm-1core-nixl``: the same as ``vllm-1core`` with NixlConnector loaded and never used (what the connector alone
   costs one engine: its agent, progress thread and per-step bookkeeping);
 - ``vllm-pd``: vLLM's own P/D: two plain vLLM servers with NixlConnector, prefill computing on core 0 and
   decode on core 1 (as vLLM binds them), behind ``bench.suites.pd_proxy`` (prefill, then decode).
@@ -63,11 +65,13 @@ VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_HOST_IP": "127.0.0.1"}
 
 @contextlib.contextmanager
 def serve_vllm(model: str, port: int, args: Sequence[str], env: dict[str, str] | None = None,
-               log_path: Path | None = None, ready_timeout_s: float = 600.0) -> Iterator[Running]:
-    """A plain single vLLM OpenAI server on 127.0.0.1:PORT in its own session."""
+               log_path: Path | None = None, ready_timeout_s: float = 600.0,
+               cores: str | None = None) -> Iterator[Running]:
+    """A plain single vLLM OpenAI server on 127.0.0.1:PORT in its own session; with ``cores`` (a
+    ``taskset`` list) every process and thread of it is held to those cores."""
     log_path = log_path or Path(tempfile.mkdtemp(prefix="vllm-suite-")) / "server.log"
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
-           "--host", "127.0.0.1", "--port", str(port), *args]
+    cmd = [*(["taskset", "-c", cores] if cores else []), sys.executable, "-m",
+           "vllm.entrypoints.openai.api_server", "--model", model, "--host", "127.0.0.1", "--port", str(port), *args]
     log("start: " + " ".join(cmd[1:]))
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "VLLM_HOST_IP": "127.0.0.1", **(env or {})}
     with open(log_path, "wb") as out:
@@ -153,10 +157,18 @@ def serve_pdserve_decode_first() -> contextlib.AbstractContextManager[Target]:
 
 
 @contextlib.contextmanager
-def serve_one_core(extra_args: Sequence[str] = (), extra_env: dict[str, str] | None = None) -> Iterator[Target]:
+def serve_one_core(extra_args: Sequence[str] = (), extra_env: dict[str, str] | None = None,
+                   cores: str | None = None) -> Iterator[Target]:
     env = {**ONE_CORE_ENV, **(extra_env or {})}
-    with serve_vllm(str(MODEL_DIR), free_ports(1)[0], [*VLLM_ARGS, *extra_args], env=env, ready_timeout_s=900) as one:
+    with serve_vllm(str(MODEL_DIR), free_ports(1)[0], [*VLLM_ARGS, *extra_args], env=env, ready_timeout_s=900,
+                    cores=cores) as one:
         yield Target(one.url, [one.proc.pid])
+
+
+def serve_one_core_strict() -> contextlib.AbstractContextManager[Target]:
+    """Plain vLLM with every thread on core 0, as each pdserve worker is held to its core: its engine
+    core, model runner and API server share the one core ``vllm-1core`` binds only its OpenMP thread to."""
+    return serve_one_core(cores="0")
 
 
 def serve_one_core_nixl() -> contextlib.AbstractContextManager[Target]:
@@ -171,6 +183,7 @@ TARGETS: dict[str, Callable[[], contextlib.AbstractContextManager[Target]]] = {
     "pdserve": serve_pdserve_target,
     "pdserve-decode-first": serve_pdserve_decode_first,
     "vllm-1core": serve_one_core,
+    "vllm-1core-strict": serve_one_core_strict,
     "vllm-1core-nixl": serve_one_core_nixl,
     "vllm-pd": serve_vllm_pd,
 }

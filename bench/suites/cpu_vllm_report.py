@@ -17,6 +17,7 @@ from typing import Any
 from bench.suites.report_util import markdown_table
 
 BASELINE = "vllm-1core"
+STRICT_BASELINE = "vllm-1core-strict"  # every thread on one core, as pdserve holds each worker
 Run = dict[str, Any]
 
 
@@ -57,12 +58,15 @@ def latency_rows(groups: dict[tuple[str, str], list[Run]], summaries: dict[str, 
     return rows
 
 
-def ratio_rows(groups: dict[tuple[str, str], list[Run]], summaries: dict[str, Any]) -> list[list[str]]:
-    """Each target's TTFT and TPOT medians over the baseline's of the same round and workload."""
-    base = {(r["workload"], r.get("repeat", 1)): summaries[r["dir"]] for r in groups_of(groups, BASELINE)}
+def ratio_rows(groups: dict[tuple[str, str], list[Run]], summaries: dict[str, Any],
+               baseline: str = BASELINE) -> list[list[str]]:
+    """Each target's TTFT and TPOT medians over ``baseline``'s of the same round and workload."""
+    base = {(r["workload"], r.get("repeat", 1)): summaries[r["dir"]] for r in groups_of(groups, baseline)}
+    if not base:
+        return []
     rows = []
     for (target, workload), runs in groups.items():
-        if target == BASELINE:
+        if target in (BASELINE, baseline):
             continue
         ratios: dict[str, list[float | None]] = {"ttft": [], "tpot": []}
         for r in runs:
@@ -132,6 +136,9 @@ def report(out: Path) -> None:
     if ratios := ratio_rows(groups, summaries):
         md += ["", f"Ratios to {BASELINE} in the same round (p50 over p50):", "",
                markdown_table(["target", "workload", "TTFT", "TPOT"], ratios)]
+    if strict := ratio_rows(groups, summaries, STRICT_BASELINE):
+        md += ["", f"Ratios to {STRICT_BASELINE} (plain vLLM with every thread on one core) in the same round:", "",
+               markdown_table(["target", "workload", "TTFT", "TPOT"], strict)]
     if stages := stage_rows(out, groups, summaries):
         md += ["", "pdserve's stages, per-request means in ms. Handoff: the Generate call to the decode worker's "
                "first token (the answer's second where the prefill's token opened it: led %). Rest = server TTFT - "
