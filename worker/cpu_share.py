@@ -8,18 +8,13 @@ starts afterwards inherits the mask: vLLM's engine core and model runner include
 bind its OpenMP threads there (``VLLM_CPU_OMP_THREADS_BIND``, ``OMP_NUM_THREADS``). Left on ``auto``,
 two vLLM engines on a 2-core host both put their compute threads on one core (measured: 1.6-2 s per
 token instead of ~0.05-0.08 s).
-
-A pinned worker with one rank also runs its model inside vLLM's engine-core process
-(``one_process_engine``): sharing one core, a separate model-runner process and the engine core
-hand every step over shared memory and each polls for the other, which made a decode step 17% slower
-than plain vLLM's (whose engine core polls on another core); in one process it is 7% (A/B below).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import MutableMapping, Sequence
 
 from protocol.launch import CpuShare
 
@@ -64,28 +59,3 @@ def pin(share: CpuShare, env: MutableMapping[str, str]) -> list[int]:
     os.sched_setaffinity(0, cores)
     log.info("pinned to cores %s (slot %d of %d)", listed, share.slot, share.slots)
     return cores
-
-
-ONE_PROCESS_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"
-"""vLLM's CPU platform turns the ``uni`` executor into ``mp`` unless this is ``0``. ``AsyncLLM`` starts its
-engine core in a process of its own either way; the variable only lets the model run in that process."""
-
-
-def one_process_engine(env: MutableMapping[str, str], engine_kwargs: Mapping[str, object]) -> dict[str, object]:
-    """The ``AsyncEngineArgs`` that run a pinned worker's model in vLLM's engine-core process (executor
-    ``uni``), and ``env`` (mutated) set so vLLM's CPU platform keeps that executor.
-
-    Measured (plain vLLM, SmolLM2-135M, 48-token answers, 3 interleaved rounds on the 2-core host): every
-    thread on one core, TPOT 144 ms with vLLM's default separate model runner, 132 ms in one process;
-    plain vLLM whose OpenMP thread alone is bound, its engine core polling on the other core, 123 ms.
-
-    Returns ``{}`` and leaves ``env`` alone when the worker is not pinned (``PDSERVE_CPU_CORES`` unset:
-    a GPU worker, or the operator's own ``VLLM_CPU_OMP_THREADS_BIND``), when the engine has more than
-    one rank, or when the engine arguments name an executor themselves.
-    """
-    if not env.get(CORES_ENV) or "distributed_executor_backend" in engine_kwargs:
-        return {}
-    if int(str(engine_kwargs.get("tensor_parallel_size", 1))) != 1:
-        return {}
-    env[ONE_PROCESS_ENV] = "0"
-    return {"distributed_executor_backend": "uni"}

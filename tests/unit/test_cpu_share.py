@@ -11,7 +11,7 @@ from orchestrator.config import parse_config
 from orchestrator.launch.plan import plan_processes
 from protocol.launch import CpuShare
 from transfer.cpu_affinity import clamp
-from worker.cpu_share import CORES_ENV, ONE_PROCESS_ENV, cores_for, one_process_engine, pin
+from worker.cpu_share import CORES_ENV, cores_for, pin
 
 BASE: dict[str, Any] = {"apiVersion": "pdserve/v1", "model": {"name": "m", "path": "/models/m"}}
 
@@ -65,23 +65,3 @@ def test_a_binding_set_in_the_config_is_left_alone() -> None:
     env = {"VLLM_CPU_OMP_THREADS_BIND": "0-1"}
     assert pin(CpuShare(slot=0, slots=2), env) == []
     assert env == {"VLLM_CPU_OMP_THREADS_BIND": "0-1"} and CORES_ENV not in env
-
-
-def test_a_pinned_single_rank_worker_runs_its_model_in_the_engine_core() -> None:
-    env = {CORES_ENV: "1"}
-    assert one_process_engine(env, {"dtype": "float32"}) == {"distributed_executor_backend": "uni"}
-    assert env[ONE_PROCESS_ENV] == "0"  # else vLLM's CPU platform turns "uni" back into "mp"
-
-
-@pytest.mark.parametrize(
-    ("env", "kwargs"),
-    [
-        ({}, {}),                                                       # not pinned: GPU, or the operator's binding
-        ({CORES_ENV: "0,1"}, {"tensor_parallel_size": 2}),              # two ranks need the multiprocess executor
-        ({CORES_ENV: "1"}, {"distributed_executor_backend": "mp"}),     # the config chose an executor
-    ],
-)
-def test_other_workers_keep_vllms_executor(env: dict[str, str], kwargs: dict[str, Any]) -> None:
-    before = dict(env)
-    assert one_process_engine(env, kwargs) == {}
-    assert env == before

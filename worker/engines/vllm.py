@@ -31,7 +31,6 @@ from typing import Any
 from protocol.engine_args import VllmArgs
 from protocol.types import EngineInfo, EngineLoad, KvEventBatch, KVHandoff, SamplingSpec, TokenLogprob
 from transfer.handoff import handoff_from_vllm, handoff_to_vllm, remote_decode_request_params
-from worker.cpu_share import one_process_engine
 from worker.engine import EngineRequest, EngineSpec, HandoffVoid, TokenDelta, register_engine
 from worker.engines.vllm_events import KvEventSubscriber
 from worker.engines.vllm_lora import LoraRequests, lora_engine_kwargs
@@ -111,15 +110,13 @@ class VllmEngine:
         events = KVEventsConfig(
             enable_kv_cache_events=True, publisher="zmq", endpoint=self._events_endpoint, topic=self._topic
         )
-        kwargs = {**lora_engine_kwargs(self._spec.adapters), **self._args.engine_kwargs()}
-        kwargs.update(one_process_engine(os.environ, kwargs))  # a pinned CPU worker: model in the engine core
         engine_args = AsyncEngineArgs(
             model=self._spec.model,
             enable_prefix_caching=True,
             kv_transfer_config=transfer,
             kv_events_config=events,
             disable_log_stats=False,
-            **kwargs,
+            **{**lora_engine_kwargs(self._spec.adapters), **self._args.engine_kwargs()},
         )
         self._subscriber = KvEventSubscriber(self._events_endpoint, self._topic)
         self._llm = AsyncLLM.from_engine_args(engine_args, stat_loggers=[stat_logger_factory(self._tracker)])
