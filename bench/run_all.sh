@@ -42,7 +42,10 @@ for suite in $SUITES; do
             ;;
         cpu_vllm) # real vLLM CPU: pdserve vs plain vLLM on one core and vLLM's P/D (bench/results/cpu_vllm/README.md)
             step cpu_vllm 3600 "$PY" -m bench.suites.cpu_vllm --out "$OUT/cpu_vllm" \
-                --targets pdserve,vllm-1core,vllm-1core-strict,vllm-pd --repeats 3 --requests 4
+                --targets pdserve,pdserve-decode-first,vllm-1core,vllm-pd --repeats 3 --requests 4
+            # pdserve against plain vLLM with only its OpenMP thread on one core, and with every thread there
+            step cpu_vllm_strict 2400 "$PY" -m bench.suites.cpu_vllm --out "$OUT/cpu_vllm_strict" \
+                --targets pdserve,vllm-1core,vllm-1core-strict --repeats 3 --requests 4
             ;;
         idle_ttft) # plain vLLM's TTFT after 0-3 s idle, one core (bench/results/idle_ttft/README.md): ~3 min
             step idle_ttft 900 "$PY" -m bench.suites.idle_ttft --out "$OUT/idle_ttft"
