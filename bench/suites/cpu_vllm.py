@@ -72,7 +72,7 @@ def serve_vllm(model: str, port: int, args: Sequence[str], env: dict[str, str] |
     log_path = log_path or Path(tempfile.mkdtemp(prefix="vllm-suite-")) / "server.log"
     cmd = [*(["taskset", "-c", cores] if cores else []), sys.executable, "-m",
            "vllm.entrypoints.openai.api_server", "--model", model, "--host", "127.0.0.1", "--port", str(port), *args]
-    log("start: " + " ".join(cmd[1:]))
+    log("start: " + " ".join(cmd).replace(sys.executable, "python"))
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "VLLM_HOST_IP": "127.0.0.1", **(env or {})}
     with open(log_path, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,

@@ -25,3 +25,13 @@ def test_ratios_pair_each_round_with_the_baselines_same_round() -> None:
     assert list(groups) == [("vllm-1core", "short"), ("pdserve", "short")]
     # Round 1: 1.2 / 1.0, round 2: 2.2 / 2.0 (not 2.2 / 1.0 across rounds).
     assert ratio_rows(groups, summaries) == [["pdserve", "short", "1.15 [1.10, 1.20]", "1.12 [1.00, 1.25]"]]
+
+
+def test_ratios_to_the_strict_baseline_leave_both_baselines_out() -> None:
+    runs = [{"target": t, "workload": "long", "repeat": 1, "dir": t}
+            for t in ("vllm-1core", "vllm-1core-strict", "pdserve")]
+    summaries = {"vllm-1core": summary(1.0, 0.1), "vllm-1core-strict": summary(1.0, 0.125),
+                 "pdserve": summary(1.1, 0.15)}
+    groups = cells({"runs": runs})
+    assert ratio_rows(groups, summaries, "vllm-1core-strict") == [["pdserve", "long", "1.10", "1.20"]]
+    assert ratio_rows(groups, summaries, "absent-target") == []
