@@ -46,6 +46,9 @@ for suite in $SUITES; do
             # pdserve against plain vLLM with only its OpenMP thread on one core, and with every thread there
             step cpu_vllm_strict 2400 "$PY" -m bench.suites.cpu_vllm --out "$OUT/cpu_vllm_strict" \
                 --targets pdserve,vllm-1core,vllm-1core-strict --repeats 3 --requests 4
+            # decoding after a NIXL pull against the same server prefilling on its decode worker (2k prompts)
+            step cpu_vllm_pull 2400 "$PY" -m bench.suites.cpu_vllm --out "$OUT/cpu_vllm_pull" \
+                --targets pdserve,pdserve-local,vllm-strict-core1 --workloads long --repeats 3 --requests 4
             ;;
         idle_ttft) # plain vLLM's TTFT after 0-3 s idle, one core (bench/results/idle_ttft/README.md): ~3 min
             step idle_ttft 900 "$PY" -m bench.suites.idle_ttft --out "$OUT/idle_ttft"

@@ -156,6 +156,13 @@ def serve_pdserve_decode_first() -> contextlib.AbstractContextManager[Target]:
     return serve_pdserve_target(["disaggregation.first_token=decode"])
 
 
+def serve_pdserve_local() -> contextlib.AbstractContextManager[Target]:
+    """pdserve as shipped, except that every prompt is prefilled on the decode worker (a
+    ``min_remote_tokens`` no prompt reaches): the same processes, cores, front end and gRPC path as
+    ``pdserve``, with no NIXL pull. Against ``pdserve``, it prices decoding after a pull."""
+    return serve_pdserve_target(["disaggregation.min_remote_tokens=1000000"])
+
+
 @contextlib.contextmanager
 def serve_one_core(extra_args: Sequence[str] = (), extra_env: dict[str, str] | None = None,
                    cores: str | None = None) -> Iterator[Target]:
@@ -171,6 +178,12 @@ def serve_one_core_strict() -> contextlib.AbstractContextManager[Target]:
     return serve_one_core(cores="0")
 
 
+def serve_one_core_strict_decode_core() -> contextlib.AbstractContextManager[Target]:
+    """Plain vLLM with every thread on core 1: the core pdserve's decode worker holds on a 2-core host
+    (the prefill worker takes core 0), so the two decode on the same core."""
+    return serve_one_core(extra_env={"VLLM_CPU_OMP_THREADS_BIND": "1"}, cores="1")
+
+
 def serve_one_core_nixl() -> contextlib.AbstractContextManager[Target]:
     """Plain vLLM on one core with NixlConnector loaded but never used, and NIXL's progress thread given
     the same 1 ms sleep pdserve gives it: what the connector alone costs a single engine."""
@@ -184,6 +197,8 @@ TARGETS: dict[str, Callable[[], contextlib.AbstractContextManager[Target]]] = {
     "pdserve-decode-first": serve_pdserve_decode_first,
     "vllm-1core": serve_one_core,
     "vllm-1core-strict": serve_one_core_strict,
+    "vllm-strict-core1": serve_one_core_strict_decode_core,
+    "pdserve-local": serve_pdserve_local,
     "vllm-1core-nixl": serve_one_core_nixl,
     "vllm-pd": serve_vllm_pd,
 }

@@ -8,6 +8,7 @@ is the median with the lowest and highest in brackets.
 
 from __future__ import annotations
 
+import gzip
 import json
 import statistics
 from collections.abc import Callable, Sequence
@@ -18,6 +19,14 @@ from bench.suites.report_util import markdown_table
 
 BASELINE = "vllm-1core"
 STRICT_BASELINE = "vllm-1core-strict"  # every thread on one core, as pdserve holds each worker
+RATIO_TABLES: tuple[tuple[str, str], ...] = (
+    (BASELINE, f"Ratios to {BASELINE} in the same round (p50 over p50):"),
+    (STRICT_BASELINE, f"Ratios to {STRICT_BASELINE} (plain vLLM with every thread on one core) in the same round:"),
+    ("vllm-strict-core1", "Ratios to vllm-strict-core1 (plain vLLM with every thread on core 1, the decode "
+                          "worker's core) in the same round:"),
+    ("pdserve-local", "Ratios to pdserve-local (the same server with every prompt prefilled on the decode "
+                      "worker, so no NIXL pull) in the same round:"),
+)
 Run = dict[str, Any]
 
 
@@ -78,6 +87,36 @@ def ratio_rows(groups: dict[tuple[str, str], list[Run]], summaries: dict[str, An
     return rows
 
 
+def quarter_medians(itl_s: Sequence[float]) -> list[float] | None:
+    """The median inter-token gap in each quarter of one answer, in order (the last quarter takes the
+    remainder); None for fewer than four gaps. Pure."""
+    q = len(itl_s) // 4
+    if q == 0:
+        return None
+    parts = [itl_s[i * q:(i + 1) * q] for i in range(3)] + [itl_s[3 * q:]]
+    return [statistics.median(part) for part in parts]
+
+
+def itl_quarter_rows(out: Path, groups: dict[tuple[str, str], list[Run]]) -> list[list[str]]:
+    """Per target and workload, each quarter of the answer: the median over a round's requests of their
+    median gap there, then median [lowest, highest] over rounds (ms). Shows whether a slow decode is
+    slow throughout or only at its start."""
+    rows = []
+    for (target, workload), runs in groups.items():
+        per_round: list[list[float]] = []
+        for r in runs:
+            path = out / r["dir"] / "records.json.gz"
+            if not path.exists():
+                continue
+            with gzip.open(path, "rt") as src:
+                found = [m for rec in json.load(src) if rec.get("ok") and (m := quarter_medians(rec["itl_s"]))]
+            if found:
+                per_round.append([statistics.median(m[i] for m in found) for i in range(4)])
+        if per_round:
+            rows.append([target, workload, *(spread([x[i] for x in per_round], digits=0) for i in range(4))])
+    return rows
+
+
 def groups_of(groups: dict[tuple[str, str], list[Run]], target: str) -> list[Run]:
     return [r for (t, _), runs in groups.items() if t == target for r in runs]
 
@@ -133,12 +172,13 @@ def report(out: Path) -> None:
     md = ["Latencies in ms, median over rounds [lowest, highest]:", "",
           markdown_table(["target", "workload", "rounds", "ok/n", "prompt tokens", "TTFT p50", "TTFT p90",
                           "TPOT p50", "TPOT p90"], latency_rows(groups, summaries))]
-    if ratios := ratio_rows(groups, summaries):
-        md += ["", f"Ratios to {BASELINE} in the same round (p50 over p50):", "",
-               markdown_table(["target", "workload", "TTFT", "TPOT"], ratios)]
-    if strict := ratio_rows(groups, summaries, STRICT_BASELINE):
-        md += ["", f"Ratios to {STRICT_BASELINE} (plain vLLM with every thread on one core) in the same round:", "",
-               markdown_table(["target", "workload", "TTFT", "TPOT"], strict)]
+    for baseline, caption in RATIO_TABLES:
+        if ratios := ratio_rows(groups, summaries, baseline):
+            md += ["", caption, "", markdown_table(["target", "workload", "TTFT", "TPOT"], ratios)]
+    if quarters := itl_quarter_rows(out, groups):
+        md += ["", "Inter-token gap by quarter of the answer, ms (each request's median in each quarter; the median "
+               "over a round's requests; median [lowest, highest] over rounds):", "",
+               markdown_table(["target", "workload", "1st", "2nd", "3rd", "4th"], quarters)]
     if stages := stage_rows(out, groups, summaries):
         md += ["", "pdserve's stages, per-request means in ms. Handoff: the Generate call to the decode worker's "
                "first token (the answer's second where the prefill's token opened it: led %). Rest = server TTFT - "

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from bench.suites.cpu_vllm_report import cells, ratio_rows, spread
+import gzip
+import json
+from pathlib import Path
+
+from bench.suites.cpu_vllm_report import cells, itl_quarter_rows, quarter_medians, ratio_rows, spread
 
 
 def summary(ttft: float, tpot: float) -> dict[str, object]:
@@ -35,3 +39,24 @@ def test_ratios_to_the_strict_baseline_leave_both_baselines_out() -> None:
     groups = cells({"runs": runs})
     assert ratio_rows(groups, summaries, "vllm-1core-strict") == [["pdserve", "long", "1.10", "1.20"]]
     assert ratio_rows(groups, summaries, "absent-target") == []
+
+
+def test_quarter_medians_split_an_answer_in_order_and_the_last_takes_the_rest() -> None:
+    gaps = [0.3, 0.1, 0.2, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.2, 0.2, 0.5, 0.1]  # 14 gaps: 3, 3, 3, 5
+    assert quarter_medians(gaps) == [0.2, 0.1, 0.1, 0.2]
+    assert quarter_medians([0.1, 0.2, 0.3]) is None
+
+
+def test_itl_quarters_take_the_median_over_requests_then_over_rounds(tmp_path: Path) -> None:
+    def write(run_dir: str, answers: list[list[float]]) -> None:
+        (tmp_path / run_dir).mkdir()
+        records = [{"ok": True, "itl_s": a} for a in answers] + [{"ok": False, "itl_s": []}]
+        with gzip.open(tmp_path / run_dir / "records.json.gz", "wt") as dst:
+            json.dump(records, dst)
+
+    slow_start = [0.2, 0.2, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]
+    write("pdserve-1", [slow_start, slow_start, [0.1] * 8])
+    write("pdserve-2", [[0.3, 0.3, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]])
+    runs = [{"target": "pdserve", "workload": "long", "repeat": k, "dir": f"pdserve-{k}"} for k in (1, 2)]
+    rows = itl_quarter_rows(tmp_path, cells({"runs": runs}))
+    assert rows == [["pdserve", "long", "250 [200, 300]", "100 [100, 100]", "100 [100, 100]", "100 [100, 100]"]]
