@@ -7,10 +7,13 @@ Targets, run one after the other with the same seeded requests:
   first token opens each answer);
 - ``pdserve-decode-first``: the same with ``disaggregation.first_token: decode`` (the decode worker
   samples the first token after the pull);
+- ``pdserve-local``: the same with every prompt prefilled on the decode worker (no NIXL pull; everything
+  else as ``pdserve``), so ``pdserve`` against it prices decoding after a pull;
 - ``vllm-1core``: one plain vLLM OpenAI server of the same model and engine settings, its compute
   threads bound to one core (``VLLM_CPU_OMP_THREADS_BIND=0``);
 - ``vllm-1core-strict``: the same with every thread of the server (engine core, model runner, API
   server) held to that core, as pdserve holds each worker to its own core;
+- ``vllm-strict-core1``: the same held to core 1, the core pdserve's decode worker computes on;
 - ``vllm-1core-nixl``: the same as ``vllm-1core`` with NixlConnector loaded and never used (what the connector alone
   costs one engine: its agent, progress thread and per-step bookkeeping);
 - ``vllm-pd``: vLLM's own P/D: two plain vLLM servers with NixlConnector, prefill computing on core 0 and

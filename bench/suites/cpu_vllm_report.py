@@ -1,5 +1,6 @@
-"""The cpu_vllm suite's report: latencies per target and workload, ratios to plain vLLM on one core, and
-where the time went (pdserve's stages per request; the threads that used the cores). Reads only what
+"""The cpu_vllm suite's report: latencies per target and workload, ratios to each baseline present (plain
+vLLM on one core, held loosely or strictly; pdserve without a pull), the inter-token gap by quarter of the
+answer, and where the time went (pdserve's stages per request; the threads that used the cores). Reads only what
 the suite wrote under OUT; writes ``OUT/results.md`` and ``OUT/results.json``. Every figure over rounds
 is the median with the lowest and highest in brackets.
 
