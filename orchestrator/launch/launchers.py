@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
@@ -113,25 +114,42 @@ class _WorkerHost:
         return True
 
 
+def _keep_embedded_ray_on_loopback() -> None:
+    """Make the embedded single-node Ray this process is about to start bind 127.0.0.1 only. Mutates
+    this process's environment, which Ray's daemons and workers inherit.
+
+    Ray resolves its node address through ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``: when it is on (Ray's
+    default on Linux), the GCS and Ray's agents bind the host's network address even under
+    ``ray.init(_node_ip_address="127.0.0.1")``. Ray reads the variable once, when ``ray`` is first
+    imported, so it is set here before that import; if this process imported ``ray`` earlier, the
+    constant read then is corrected too (``ray._private.ray_constants.ENABLE_RAY_CLUSTER``, read by
+    ``ray._private.services`` at each call)."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    if "ray" in sys.modules:
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
+
+
 class RayLauncher:
     """Pools as Ray actors, one per process plan. Owns the Ray connection it opened and the placement
     groups it reserved; ``stop`` kills actors, removes the groups, then disconnects. Workers bind their
     node's address as Ray reports it, or loopback when the cluster is one node (see ``_node_ip``)."""
 
     def __init__(self, address: str | None = None, namespace: str = "pdserve", num_cpus: int | None = None) -> None:
+        address = address or os.environ.get("RAY_ADDRESS") or None
+        if address is None:
+            _keep_embedded_ray_on_loopback()
         import ray
 
         self._ray = ray
         self._actors: dict[str, Any] = {}
         self._plans: dict[str, ProcessPlan] = {}
         self._groups: dict[str, Any] = {}  # role -> placement group
-        address = address or os.environ.get("RAY_ADDRESS") or None
         if not ray.is_initialized():
             if address:
                 ray.init(address=address, namespace=namespace, log_to_driver=False)
             else:
-                # Embedded single-node Ray, loopback only.
-                os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
                 # address="local": always a new instance, never a stale cluster found on disk.
                 ray.init(address="local", namespace=namespace, include_dashboard=False,
                          _node_ip_address="127.0.0.1",

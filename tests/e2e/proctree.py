@@ -1,12 +1,15 @@
 """Read the process tree of a server the tests started, from /proc (Linux; tests only).
 
 Used to find one pdserve worker's processes (the ``python -m worker`` process whose launch spec names
-the worker, and its vLLM engine-core children) and to measure the CPU time they burn, which tells a
-request that really stopped from one that is still being decoded.
+the worker, and its vLLM engine-core children), to measure the CPU time they burn, which tells a
+request that really stopped from one that is still being decoded, and to list the addresses a
+server's processes listen on.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -107,3 +110,47 @@ def cpu_seconds(pids: list[int]) -> float:
             continue
         total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
     return total / _CLOCK_TICKS
+
+
+def _socket_inodes(pids: list[int]) -> dict[str, int]:
+    """``socket inode -> pid`` for every socket ``pids`` hold open (vanished pids are skipped)."""
+    found: dict[str, int] = {}
+    for pid in pids:
+        try:
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    found[target[len("socket:["):-1]] = pid
+    return found
+
+
+def _hex_address(text: str) -> str:
+    """``0100007F:1F90`` (IPv4) or the 32-hex-digit IPv6 form of /proc/net/tcp* -> ``"127.0.0.1"``."""
+    raw = bytes.fromhex(text.split(":")[0])
+    if len(raw) == 4:
+        return str(ipaddress.IPv4Address(raw[::-1]))
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))  # four host-order 32-bit words
+    return str(ipaddress.IPv6Address(words))
+
+
+def listening_addresses(pids: list[int]) -> dict[str, int]:
+    """Every address ``pids`` accept connections or datagrams on: TCP sockets in LISTEN and bound,
+    unconnected UDP sockets, as ``"IP:PORT" -> pid``. Read from /proc/PID/net, so the pids must share
+    one network namespace."""
+    inodes = _socket_inodes(pids)
+    out: dict[str, int] = {}
+    if not inodes:
+        return out
+    net = Path(f"/proc/{next(iter(inodes.values()))}/net")
+    for table, wanted_state in (("tcp", "0A"), ("tcp6", "0A"), ("udp", "07"), ("udp6", "07")):
+        with contextlib.suppress(OSError):
+            for line in (net / table).read_text().splitlines()[1:]:
+                fields = line.split()
+                port = int(fields[1].split(":")[1], 16)
+                if fields[3] == wanted_state and fields[9] in inodes and port:
+                    out[f"{_hex_address(fields[1])}:{port}"] = inodes[fields[9]]
+    return out
