@@ -129,12 +129,14 @@ def _socket_inodes(pids: list[int]) -> dict[str, int]:
 
 
 def _hex_address(text: str) -> str:
-    """``0100007F:1F90`` (IPv4) or the 32-hex-digit IPv6 form of /proc/net/tcp* -> ``"127.0.0.1"``."""
+    """``0100007F:1F90`` (IPv4) or the 32-hex-digit IPv6 form of /proc/net/tcp* -> ``"127.0.0.1"``; an
+    IPv4-mapped IPv6 address is given as its IPv4 address."""
     raw = bytes.fromhex(text.split(":")[0])
     if len(raw) == 4:
         return str(ipaddress.IPv4Address(raw[::-1]))
     words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))  # four host-order 32-bit words
-    return str(ipaddress.IPv6Address(words))
+    address = ipaddress.IPv6Address(words)
+    return str(address.ipv4_mapped or address)
 
 
 def listening_addresses(pids: list[int]) -> dict[str, int]:

@@ -18,13 +18,6 @@ from tests.e2e.servers import Server
 pytestmark = pytest.mark.e2e
 
 
-def _is_loopback(host: str) -> bool:
-    address = ipaddress.ip_address(host)
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback
-
-
 def test_every_process_of_a_local_deployment_listens_on_loopback_only(pd_server: Server) -> None:
     pids = [pd_server.proc.pid, *descendants(pd_server.proc.pid)]
     listening = listening_addresses(pids)
@@ -32,5 +25,5 @@ def test_every_process_of_a_local_deployment_listens_on_loopback_only(pd_server:
     assert "gcs_server" in commands and "raylet" in commands, "the embedded Ray's daemons were not found"
     assert len(listening) >= 5, f"too few listening sockets to be the whole deployment: {listening}"
     stray = {address: cmdline(pid)[:120] for address, pid in listening.items()
-             if not _is_loopback(address.rsplit(":", 1)[0])}
+             if not ipaddress.ip_address(address.rsplit(":", 1)[0]).is_loopback}
     assert not stray, f"sockets outside 127.0.0.0/8: {stray}"

@@ -7,6 +7,7 @@ vLLM instance's, and ``ray job stop`` leaves no pdserve or vLLM process behind o
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import random
 import secrets
@@ -21,6 +22,7 @@ from typing import IO
 import httpx
 import pytest
 
+from tests.e2e.proctree import descendants, listening_addresses
 from tests.e2e.promtext import sample
 from tests.e2e.rayjob import BIN, RayCli, our_processes, stop_leaves_nothing, submit_and_wait, wait_dashboard
 from tests.e2e.servers import ROOT, Server
@@ -64,6 +66,22 @@ def _wait_nodes(address: str, count: int, deadline: float) -> None:
         time.sleep(2)
 
 
+def _assert_nothing_listens_off_loopback(head: subprocess.Popen[bytes], node: subprocess.Popen[bytes],
+                                         workers: list[dict[str, str]]) -> None:
+    """No process of either node listens on the host's network address, and each worker's gRPC server and
+    NIXL side channel listen on exactly their node's address. Ray 2.60's own gRPC servers (GCS, raylets,
+    each process's core worker) and its metrics servers listen on the wildcard when a node's address is
+    not 127.0.0.1, and nothing in Ray turns that off; only loopback traffic reaches them here."""
+    pids = [p for root in (head.pid, node.pid) for p in (root, *descendants(root))]
+    listening = listening_addresses(pids)
+    hosts = {ipaddress.ip_address(address.rsplit(":", 1)[0]) for address in listening}
+    off_loopback = {str(h) for h in hosts if not (h.is_loopback or h.is_unspecified)}
+    assert not off_loopback, f"listening on {off_loopback}: {listening}"
+    for worker in workers:
+        for endpoint in (worker["address"], worker["side_channel"]):
+            assert endpoint in listening, f"{worker['id']}: {endpoint} is not listening as such: {sorted(listening)}"
+
+
 def test_two_node_cluster_places_pools_on_their_nodes(tiny_model: Path, reference_server: Server) -> None:
     gcs, dash, client_port = free_ports(3, HEAD)
     workdir = Path(tempfile.mkdtemp(prefix="pdserve-2node-"))  # marks our processes: nothing of Ray's in it
@@ -99,6 +117,7 @@ def test_two_node_cluster_places_pools_on_their_nodes(tiny_model: Path, referenc
         assert prefill["side_channel"].startswith(f"{HEAD}:")
         assert decode["node"] == NODE and decode["address"].startswith(f"{NODE}:")
         assert decode["side_channel"].startswith(f"{NODE}:")
+        _assert_nothing_listens_off_loopback(head, node, [prefill, decode])
 
         rng = random.Random(11)
         prompts = [[rng.randrange(200, 40000) for _ in range(n)] for n in (40, 130, 300)]
