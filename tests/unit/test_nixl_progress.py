@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import types
 
 import pytest
@@ -59,6 +60,12 @@ def test_patch_ignores_bindings_without_the_class() -> None:
     assert not hasattr(api.nixlBind, "nixlAgentConfig")
 
 
+def _unset(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Unset ``name`` for this test and restore it afterwards, even if the code under test sets it."""
+    monkeypatch.setenv(name, "placeholder")
+    monkeypatch.delenv(name)
+
+
 @pytest.fixture
 def fake_packages(monkeypatch: pytest.MonkeyPatch) -> dict[str, types.SimpleNamespace]:
     apis = {"nixl_cu12._api": fake_api()}
@@ -81,8 +88,10 @@ def test_install_does_nothing_unless_a_positive_delay_is_set(
         monkeypatch.delenv(nixl_progress.ENV, raising=False)
     else:
         monkeypatch.setenv(nixl_progress.ENV, value)
+    _unset(monkeypatch, nixl_progress.RCACHE_ENV)
     nixl_progress.install()
     assert fake_packages["nixl_cu12._api"].nixlBind.nixlAgentConfig is AgentConfig
+    assert nixl_progress.RCACHE_ENV not in os.environ
 
 
 def test_install_patches_the_installed_package(fake_packages: dict[str, types.SimpleNamespace],
@@ -93,3 +102,16 @@ def test_install_patches_the_installed_package(fake_packages: dict[str, types.Si
     config = fake_packages["nixl_cu12._api"].nixlBind.nixlAgentConfig()
     config.pthrDelay = 0
     assert config.pthrDelay == 250
+
+
+@pytest.mark.parametrize(("before", "after"), [(None, "1024"), ("64", "64")])
+def test_install_keeps_vllms_ucx_rcache_limit_which_its_early_import_would_lose(
+        fake_packages: dict[str, types.SimpleNamespace], monkeypatch: pytest.MonkeyPatch,
+        before: str | None, after: str) -> None:
+    monkeypatch.setenv(nixl_progress.ENV, "1000")
+    if before is None:
+        _unset(monkeypatch, nixl_progress.RCACHE_ENV)
+    else:
+        monkeypatch.setenv(nixl_progress.RCACHE_ENV, before)
+    nixl_progress.install()
+    assert os.environ[nixl_progress.RCACHE_ENV] == after
