@@ -17,14 +17,17 @@ from pathlib import Path
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
+def _entries(pid: int, folder: str) -> list[Path]:
+    """The entries of /proc/PID/FOLDER (``task``, ``fd``); none if the process is gone or unreadable."""
+    try:
+        return list(Path(f"/proc/{pid}/{folder}").iterdir())
+    except OSError:
+        return []
+
+
 def _children(pid: int) -> list[int]:
     found: list[int] = []
-    task_dir = Path(f"/proc/{pid}/task")
-    try:
-        tasks = list(task_dir.iterdir())
-    except OSError:
-        return found
-    for task in tasks:
+    for task in _entries(pid, "task"):
         try:
             found += [int(c) for c in (task / "children").read_text().split()]
         except OSError:
@@ -73,11 +76,7 @@ def _thread_files(pids: list[int], name: str) -> list[tuple[int, str, str]]:
     """``(pid, tid, text of /proc/PID/task/TID/NAME)`` for every thread of ``pids`` still there."""
     out: list[tuple[int, str, str]] = []
     for pid in pids:
-        try:
-            tasks = list(Path(f"/proc/{pid}/task").iterdir())
-        except OSError:
-            continue
-        for task in tasks:
+        for task in _entries(pid, "task"):
             try:
                 out.append((pid, task.name, (task / name).read_text()))
             except OSError:
@@ -116,11 +115,7 @@ def _socket_inodes(pids: list[int]) -> dict[str, int]:
     """``socket inode -> pid`` for every socket ``pids`` hold open (vanished pids are skipped)."""
     found: dict[str, int] = {}
     for pid in pids:
-        try:
-            fds = list(Path(f"/proc/{pid}/fd").iterdir())
-        except OSError:
-            continue
-        for fd in fds:
+        for fd in _entries(pid, "fd"):
             with contextlib.suppress(OSError):
                 target = os.readlink(fd)
                 if target.startswith("socket:["):
