@@ -44,12 +44,13 @@ class ResponseShape:
     def _head(self, obj: str) -> dict[str, Any]:
         return {"id": self.request_id, "object": obj, "created": self.created, "model": self.model}
 
-    def first_chunk(self) -> dict[str, Any]:
-        if self.kind == "chat":
-            return {**self._head("chat.completion.chunk"),
-                    "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
-        return {**self._head("text_completion"),
-                "choices": [{"index": 0, "text": "", "logprobs": None, "finish_reason": None}]}
+    def role_chunk(self) -> dict[str, Any] | None:
+        """The chunk a stream opens with, sent just before the first text (as vLLM and OpenAI do): the
+        assistant's role for chat; ``None`` for a text completion, whose stream opens with its text."""
+        if self.kind != "chat":
+            return None
+        return {**self._head("chat.completion.chunk"),
+                "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
 
     def _logprobs(self, entries: Sequence[LogprobText] | None) -> dict[str, Any] | None:
         return None if entries is None else logprobs_payload(self.kind, entries)

@@ -134,10 +134,13 @@ async def sse_events(frontend: ServedModel, req: FlowRequest, placement: Placeme
     ran past the deadline: an error event ends the stream) or ``client_gone`` (cancelled)."""
     last = TextDelta("", None, 0, 0)
     outcome: Outcome = "200"
-    yield _event(shape.first_chunk())
+    opening = shape.role_chunk()
     try:
         async with asyncio.timeout(frontend.request_timeout_s):
             async for last in decode_text(frontend, req, placement, text):
+                if opening is not None:
+                    yield _event(opening)
+                    opening = None
                 yield _event(shape.chunk(last.text, last.finish_reason, last.logprobs))
     except (WorkerError, TimeoutError) as exc:
         outcome = "502"

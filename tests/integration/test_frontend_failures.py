@@ -139,11 +139,10 @@ def test_stalled_decode_stream_ends_with_an_error_event(stub_front: StubFront) -
         assert reply.status_code == 200
         events = list(sse_events(reply.iter_lines()))
     assert time.monotonic() - started < 1.0 + SLACK_S
-    assert events[0]["choices"][0]["delta"]["role"] == "assistant"
-    assert events[-1] == "[DONE]"
-    error = assert_error_body(events[-2], "worker_timeout")
+    # No text came, so the stream holds only the error: the role chunk goes out with the first text.
+    assert len(events) == 2 and events[-1] == "[DONE]", events
+    error = assert_error_body(events[0], "worker_timeout")
     assert "no output" in error["message"]
-    assert not any(isinstance(e, dict) and "usage" in e for e in events)
 
 
 def test_request_timeout_without_streaming_is_504(stub_front: StubFront) -> None:

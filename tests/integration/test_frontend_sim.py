@@ -73,6 +73,7 @@ def test_greedy_is_deterministic_and_streaming_matches(client: openai.OpenAI) ->
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == first.choices[0].message.content
     assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[1].choices[0].delta.content  # the role goes out with the first text, not before it
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
     assert finishes == ["length"]
     usage = chunks[-1].usage
@@ -114,6 +115,8 @@ def test_completion_streaming_with_headers(front: FrontEnd) -> None:
     assert all(c["object"] == "text_completion" for c in chunks)
     assert chunks[-1]["choices"][0]["finish_reason"] == "length"
     assert "".join(c["choices"][0]["text"] for c in chunks)
+    # No empty opening chunk: each one carries text or the finish (a client may stamp TTFT at the first).
+    assert all(c["choices"][0]["text"] or c["choices"][0]["finish_reason"] for c in chunks)
 
 
 def test_completion_from_token_ids(front: FrontEnd) -> None:

@@ -28,7 +28,7 @@ def test_ids_are_unique_and_prefixed() -> None:
 def test_chat_chunks() -> None:
     shape = ResponseShape("chat", "chatcmpl-1", "m", 7)
     head = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 7, "model": "m"}
-    assert shape.first_chunk() == {**head, "choices": [
+    assert shape.role_chunk() == {**head, "choices": [
         {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
     assert shape.chunk("hi", None) == {**head, "choices": [{"index": 0, "delta": {"content": "hi"},
                                                             "finish_reason": None}]}
@@ -39,8 +39,7 @@ def test_chat_chunks() -> None:
 def test_completion_chunks() -> None:
     shape = ResponseShape("completion", "cmpl-1", "m", 7)
     head = {"id": "cmpl-1", "object": "text_completion", "created": 7, "model": "m"}
-    assert shape.first_chunk() == {**head, "choices": [{"index": 0, "text": "", "logprobs": None,
-                                                        "finish_reason": None}]}
+    assert shape.role_chunk() is None  # a completion stream opens with its first text, as vLLM's does
     assert shape.chunk("x", "length")["choices"] == [{"index": 0, "text": "x", "logprobs": None,
                                                       "finish_reason": "length"}]
     assert shape.usage_chunk(1, 1, 1)["object"] == "text_completion"
