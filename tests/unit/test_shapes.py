@@ -40,8 +40,8 @@ def test_completion_chunks() -> None:
     shape = ResponseShape("completion", "cmpl-1", "m", 7)
     head = {"id": "cmpl-1", "object": "text_completion", "created": 7, "model": "m"}
     assert shape.role_chunk() is None  # a completion stream opens with its first text, as vLLM's does
-    assert shape.chunk("x", "length")["choices"] == [{"index": 0, "text": "x", "logprobs": None,
-                                                      "finish_reason": "length"}]
+    assert shape.chunk("x", "length") == {**head, "choices": [{"index": 0, "text": "x", "logprobs": None,
+                                                               "finish_reason": "length"}]}
     assert shape.usage_chunk(1, 1, 1)["object"] == "text_completion"
 
 
