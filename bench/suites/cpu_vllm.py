@@ -16,6 +16,7 @@ Targets, run one after the other with the same seeded requests:
 - ``vllm-strict-core1``: the same held to core 1, the core pdserve's decode worker computes on;
 - ``vllm-1core-nixl``: the same as ``vllm-1core`` with NixlConnector loaded and never used (what the connector alone
   costs one engine: its agent, progress thread and per-step bookkeeping);
+- ``vllm-strict-core1-nixl``: ``vllm-strict-core1`` with NixlConnector loaded and never used;
 - ``vllm-pd``: vLLM's own P/D: two plain vLLM servers with NixlConnector, prefill computing on core 0 and
   decode on core 1 (as vLLM binds them), behind ``bench.suites.pd_proxy`` (prefill, then decode).
 
@@ -187,12 +188,23 @@ def serve_one_core_strict_decode_core() -> contextlib.AbstractContextManager[Tar
     return serve_one_core(extra_env={"VLLM_CPU_OMP_THREADS_BIND": "1"}, cores="1")
 
 
+def _unused_nixl_env() -> dict[str, str]:
+    """A loopback side channel on a free port, and NIXL's progress thread given the 1 ms sleep pdserve
+    gives it (``transfer.nixl_env``)."""
+    return {"VLLM_NIXL_SIDE_CHANNEL_HOST": "127.0.0.1", "VLLM_NIXL_SIDE_CHANNEL_PORT": str(free_ports(1)[0]),
+            "PDSERVE_NIXL_PROGRESS_DELAY_US": "1000"}
+
+
 def serve_one_core_nixl() -> contextlib.AbstractContextManager[Target]:
-    """Plain vLLM on one core with NixlConnector loaded but never used, and NIXL's progress thread given
-    the same 1 ms sleep pdserve gives it: what the connector alone costs a single engine."""
-    return serve_one_core(NIXL_ARGS, {"VLLM_NIXL_SIDE_CHANNEL_HOST": "127.0.0.1",
-                                      "VLLM_NIXL_SIDE_CHANNEL_PORT": str(free_ports(1)[0]),
-                                      "PDSERVE_NIXL_PROGRESS_DELAY_US": "1000"})
+    """Plain vLLM on one core with NixlConnector loaded but never used: what the connector alone costs
+    a single engine."""
+    return serve_one_core(NIXL_ARGS, _unused_nixl_env())
+
+
+def serve_strict_core1_nixl() -> contextlib.AbstractContextManager[Target]:
+    """``vllm-strict-core1`` with NixlConnector loaded but never used: the connector's own cost on the
+    decode core, next to pdserve's decode worker, which has it loaded and uses it."""
+    return serve_one_core(NIXL_ARGS, {**_unused_nixl_env(), "VLLM_CPU_OMP_THREADS_BIND": "1"}, cores="1")
 
 
 TARGETS: dict[str, Callable[[], contextlib.AbstractContextManager[Target]]] = {
@@ -203,6 +215,7 @@ TARGETS: dict[str, Callable[[], contextlib.AbstractContextManager[Target]]] = {
     "vllm-strict-core1": serve_one_core_strict_decode_core,
     "pdserve-local": serve_pdserve_local,
     "vllm-1core-nixl": serve_one_core_nixl,
+    "vllm-strict-core1-nixl": serve_strict_core1_nixl,
     "vllm-pd": serve_vllm_pd,
 }
 
