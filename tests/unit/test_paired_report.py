@@ -57,6 +57,7 @@ def test_markdown_and_plot(tmp_path: Path) -> None:
     records = [PairedRecord(0, 0, "x", rec(1.0, 0.12)), PairedRecord(0, 1, "base", rec(1.0, 0.1))]
     rows = summarize(records, ["x", "base"], "base")
     table = markdown(rows, "base")
-    assert "| x | 1 | 0 | 1,000 | 120.0 | 120.0 | 1.000 [1.00, 1.00]; 0 of 1 above 1 | 1.200 [1.20, 1.20]; 1 of 1" in table
+    assert ("| x | 1 | 0 | 1,000 | 120.0 | 120.0 | 1.000 [1.00, 1.00]; 0 of 1 above 1 "
+            "| 1.200 [1.20, 1.20]; 1 of 1 above 1 |") in table
     assert "| base | 1 | 0 |" in table and table.count("\n") == 4
     assert plot_ratios(tmp_path / "r.png", rows, "base").stat().st_size > 1000
