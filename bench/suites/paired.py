@@ -16,6 +16,7 @@ request. One warm-up request per target is sent first and not counted.
     python -m bench.suites.paired --out bench/results/paired \\
         --targets pdserve,vllm-strict-core1-nixl,vllm-strict-core1 --baseline vllm-strict-core1 --pairs 12
     python -m bench.suites.paired --out bench/results/paired --report-only
+    python -m bench.suites.paired --out bench/results/paired --pool bench/results/paired/r1,bench/results/paired/r2
 
 Writes ``OUT/records.json`` (every request: pair, position, target, the client's record),
 ``OUT/runs.json`` (machine, commit, argv), ``OUT/results.json``, ``OUT/results.md`` and
@@ -88,15 +89,18 @@ def run(out: Path, targets: list[str], pairs: int, prompt_words: int, max_tokens
             write_json(out / "records.json", [asdict(r) for r in rows])
 
 
-def load_records(out: Path) -> list[PairedRecord]:
-    raw = json.loads((out / "records.json").read_text())
-    return [PairedRecord(r["pair"], r["position"], r["target"],
+def load_records(run_dir: Path, pair_offset: int = 0) -> list[PairedRecord]:
+    """A run's records, its pair numbers shifted by ``pair_offset`` (to pool runs without mixing pairs)."""
+    raw = json.loads((run_dir / "records.json").read_text())
+    return [PairedRecord(r["pair"] + pair_offset, r["position"], r["target"],
                          RequestRecord(**{**r["record"], "chunk_times_s": tuple(r["record"]["chunk_times_s"])}))
             for r in raw]
 
 
-def report(out: Path, targets: list[str], baseline: str) -> None:
-    rows = summarize(load_records(out), targets, baseline)
+def report(out: Path, targets: list[str], baseline: str, runs: list[Path] | None = None) -> None:
+    """Results of the run in ``out``, or of ``runs`` pooled (pair by pair, each pair within its run)."""
+    records = [r for i, run_dir in enumerate(runs or [out]) for r in load_records(run_dir, 10_000 * i)]
+    rows = summarize(records, targets, baseline)
     write_json(out / "results.json", {"baseline": baseline, "targets": rows})
     (out / "results.md").write_text(markdown(rows, baseline))
     plot_ratios(out / "tpot_ratio.png", rows, baseline)
@@ -114,15 +118,17 @@ def main() -> None:
     p.add_argument("--settle-s", type=float, default=2.0, help="idle before each request")
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--pool", default="", help="comma-separated run folders: report them pooled into --out")
     ns = p.parse_args()
     out, targets = Path(ns.out), ns.targets.split(",")
     unknown = [t for t in targets if t not in TARGETS]
     if unknown or ns.baseline not in targets:
         p.error(f"unknown targets {unknown} or baseline {ns.baseline!r} not among {targets}; known: {list(TARGETS)}")
-    if not ns.report_only:
+    pooled = [Path(d) for d in ns.pool.split(",") if d]
+    if not ns.report_only and not pooled:
         out.mkdir(parents=True, exist_ok=True)
         run(out, targets, ns.pairs, ns.prompt_words, ns.max_tokens, ns.settle_s, ns.seed)
-    report(out, targets, ns.baseline)
+    report(out, targets, ns.baseline, pooled or None)
 
 
 if __name__ == "__main__":

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
 from bench.record import RequestRecord
-from bench.suites.paired import rotation
+from bench.suites.common import write_json
+from bench.suites.paired import load_records, rotation
 from bench.suites.paired_report import PairedRecord, Spread, markdown, plot_ratios, summarize
 
 
@@ -61,3 +63,10 @@ def test_markdown_and_plot(tmp_path: Path) -> None:
             "| 1.200 [1.20, 1.20]; 1 of 1 above 1 |") in table
     assert "| base | 1 | 0 |" in table and table.count("\n") == 4
     assert plot_ratios(tmp_path / "r.png", rows, "base").stat().st_size > 1000
+
+
+def test_records_round_trip_and_pool_with_shifted_pairs(tmp_path: Path) -> None:
+    records = [PairedRecord(0, 1, "x", rec(1.0, 0.12)), PairedRecord(3, 0, "base", rec(1.5, 0.1, ok=False))]
+    write_json(tmp_path / "records.json", [asdict(r) for r in records])
+    assert load_records(tmp_path) == records
+    assert [r.pair for r in load_records(tmp_path, 10_000)] == [10_000, 10_003]
