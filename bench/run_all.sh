@@ -50,12 +50,12 @@ for suite in $SUITES; do
             step cpu_vllm_pull 2400 "$PY" -m bench.suites.cpu_vllm --out "$OUT/cpu_vllm_pull" \
                 --targets pdserve,pdserve-local,vllm-strict-core1 --workloads long --repeats 3 --requests 4
             # the same fresh 2k prompt to pdserve and plain vLLM on the decode core (with and without
-            # NixlConnector), all up side by side; twice, then pooled (bench/results/paired/README.md)
-            for r in 1 2; do
+            # NixlConnector), all up side by side; three runs, then pooled (bench/results/paired/README.md)
+            for r in 1 2 3; do
                 step paired-r$r 3000 "$PY" -m bench.suites.paired --out "$OUT/paired/r$r" --pairs 12
             done
             step paired-pooled 600 "$PY" -m bench.suites.paired --out "$OUT/paired" \
-                --pool "$OUT/paired/r1,$OUT/paired/r2"
+                --pool "$OUT/paired/r1,$OUT/paired/r2,$OUT/paired/r3"
             ;;
         idle_ttft) # plain vLLM's TTFT after 0-3 s idle, one core (bench/results/idle_ttft/README.md): ~3 min
             step idle_ttft 900 "$PY" -m bench.suites.idle_ttft --out "$OUT/idle_ttft"

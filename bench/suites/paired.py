@@ -16,7 +16,8 @@ request. One warm-up request per target is sent first and not counted.
     python -m bench.suites.paired --out bench/results/paired \\
         --targets pdserve,vllm-strict-core1-nixl,vllm-strict-core1 --baseline vllm-strict-core1 --pairs 12
     python -m bench.suites.paired --out bench/results/paired --report-only
-    python -m bench.suites.paired --out bench/results/paired --pool bench/results/paired/r1,bench/results/paired/r2
+    python -m bench.suites.paired --out bench/results/paired \\
+        --pool bench/results/paired/r1,bench/results/paired/r2,bench/results/paired/r3
 
 Writes ``OUT/records.json`` (every request: pair, position, target, the client's record),
 ``OUT/runs.json`` (machine, commit, argv), ``OUT/results.json``, ``OUT/results.md`` and

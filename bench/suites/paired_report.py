@@ -7,6 +7,7 @@ A pair where either request failed is left out of the ratios and counted.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,13 +32,27 @@ class PairedRecord:
     record: RequestRecord
 
 
+def median_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float] | None:
+    """A distribution-free confidence interval for the median: the order statistics ``k`` and
+    ``n - k + 1`` for the largest ``k`` with P(Binomial(n, 1/2) < k) <= (1 - level) / 2. ``None`` when
+    there are too few values for that level (fewer than 6 at 95%)."""
+    xs, n = sorted(values), len(values)
+    alpha, below, k = (1 - level) / 2, 0.0, 0
+    while k < n and below + math.comb(n, k) / 2**n <= alpha:
+        below += math.comb(n, k) / 2**n
+        k += 1
+    return (xs[k - 1], xs[n - k]) if k else None
+
+
 @dataclass(frozen=True)
 class Spread:
-    """Median with the lowest and highest value, and how many values were above 1 (for ratios)."""
+    """Median with the lowest and highest value, a 95% interval for the median (``None`` under 6
+    values), and how many values were above 1 (for ratios)."""
 
     median: float
     low: float
     high: float
+    ci95: tuple[float, float] | None
     above_one: int
     n: int
 
@@ -46,7 +61,8 @@ class Spread:
         """Raises ``ValueError`` for no values."""
         if not values:
             raise ValueError("no values")
-        return cls(statistics.median(values), min(values), max(values), sum(v > 1 for v in values), len(values))
+        return cls(statistics.median(values), min(values), max(values), median_ci(values),
+                   sum(v > 1 for v in values), len(values))
 
 
 @dataclass(frozen=True)
@@ -114,11 +130,15 @@ def _cell(value: float | None, fmt: str) -> str:
 
 
 def _spread(s: Spread | None) -> str:
-    return "-" if s is None else f"{s.median:.3f} [{s.low:.2f}, {s.high:.2f}]; {s.above_one} of {s.n} above 1"
+    if s is None:
+        return "-"
+    ci = "" if s.ci95 is None else f"; median's 95% CI [{s.ci95[0]:.2f}, {s.ci95[1]:.2f}]"
+    return f"{s.median:.3f} [{s.low:.2f}, {s.high:.2f}]{ci}; {s.above_one} of {s.n} above 1"
 
 
 def markdown(rows: Sequence[TargetSummary], baseline: str) -> str:
-    """The results table: medians over each target's requests, then ratios to ``baseline`` per pair."""
+    """The results table: medians over each target's requests, then ratios to ``baseline`` per pair:
+    median [lowest, highest], the median's 95% interval, and the pairs above 1."""
     lines = ["| target | ok | failed | TTFT p50 (ms) | TPOT p50 (ms) | ITL p50 (ms) "
              f"| TTFT / {baseline} | TPOT / {baseline} |", "|---|---:|---:|---:|---:|---:|---|---|"]
     for r in rows:

@@ -10,7 +10,7 @@ import pytest
 from bench.record import RequestRecord
 from bench.suites.common import write_json
 from bench.suites.paired import load_records, rotation
-from bench.suites.paired_report import PairedRecord, Spread, markdown, plot_ratios, summarize
+from bench.suites.paired_report import PairedRecord, Spread, markdown, median_ci, plot_ratios, summarize
 
 
 def rec(ttft_s: float, tpot_s: float, tokens: int = 5, ok: bool = True) -> RequestRecord:
@@ -70,3 +70,12 @@ def test_records_round_trip_and_pool_with_shifted_pairs(tmp_path: Path) -> None:
     write_json(tmp_path / "records.json", [asdict(r) for r in records])
     assert load_records(tmp_path) == records
     assert [r.pair for r in load_records(tmp_path, 10_000)] == [10_000, 10_003]
+
+
+def test_median_interval_uses_binomial_order_statistics() -> None:
+    # n = 24: P(Bin(24, 1/2) <= 6) = 0.011 and P(<= 7) = 0.032, so the 7th and 18th smallest values.
+    values = [float(v) for v in range(24, 0, -1)]
+    assert median_ci(values) == (7.0, 18.0)
+    assert median_ci([1.0, 2.0, 3.0, 4.0, 5.0]) is None  # even the extremes cover the median only 94%
+    assert median_ci([float(v) for v in range(6)]) == (0.0, 5.0)
+    assert Spread.of(values).ci95 == (7.0, 18.0) and Spread.of([1.0]).ci95 is None
