@@ -6,7 +6,7 @@ one after another, so drift lands on their ratio. Here all targets are started f
 each pair is one fresh prompt (unique, so no prefix is cached) sent to every target one after
 another, in an order that rotates from pair to pair, and each target's TTFT and TPOT are divided by
 the baseline's on the same prompt within the same minute. The report gives the median ratio, its
-range and how many pairs were above 1.
+range, the median's 95% interval and how many pairs were above 1.
 
 Targets are ``bench.suites.cpu_vllm.TARGETS`` (one pdserve target at most: each starts an embedded
 Ray). Before each request the suite idles ``--settle-s`` so that a server's post-request polling
