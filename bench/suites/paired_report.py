@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from bench import metrics
 from bench.record import RequestRecord
-from bench.suites.report_util import save
+from bench.suites.report_util import markdown_table, ms, percentile, save
 
 LatencyFn = Callable[[RequestRecord], float | None]
 
@@ -73,16 +73,12 @@ class TargetSummary:
     target: str
     ok: int
     failed: int
-    ttft_ms: float | None
-    tpot_ms: float | None
-    itl_p50_ms: float | None
+    ttft_s: float | None
+    tpot_s: float | None
+    itl_p50_s: float | None
     ttft_ratio: Spread | None
     tpot_ratio: Spread | None
     tpot_ratios: tuple[float, ...]
-
-
-def _median(values: Sequence[float]) -> float | None:
-    return statistics.median(values) if values else None
 
 
 def _by_pair(records: Sequence[PairedRecord], target: str) -> dict[int, RequestRecord]:
@@ -113,20 +109,12 @@ def summarize(records: Sequence[PairedRecord], targets: Sequence[str], baseline:
         tpot_r = _ratios(mine, base, metrics.tpot) if target != baseline else []
         rows.append(TargetSummary(
             target=target, ok=len(done), failed=sum(r.target == target and not r.record.ok for r in records),
-            ttft_ms=_ms(_median([v for rec in done if (v := metrics.ttft(rec)) is not None])),
-            tpot_ms=_ms(_median([v for rec in done if (v := metrics.tpot(rec)) is not None])),
-            itl_p50_ms=_ms(_median(itl)),
+            ttft_s=percentile([v for rec in done if (v := metrics.ttft(rec)) is not None], 50),
+            tpot_s=percentile([v for rec in done if (v := metrics.tpot(rec)) is not None], 50),
+            itl_p50_s=percentile(itl, 50),
             ttft_ratio=Spread.of(ttft_r) if ttft_r else None, tpot_ratio=Spread.of(tpot_r) if tpot_r else None,
             tpot_ratios=tuple(tpot_r)))
     return rows
-
-
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else seconds * 1000
-
-
-def _cell(value: float | None, fmt: str) -> str:
-    return "-" if value is None else format(value, fmt)
 
 
 def _spread(s: Spread | None) -> str:
@@ -139,12 +127,11 @@ def _spread(s: Spread | None) -> str:
 def markdown(rows: Sequence[TargetSummary], baseline: str) -> str:
     """The results table: medians over each target's requests, then ratios to ``baseline`` per pair:
     median [lowest, highest], the median's 95% interval, and the pairs above 1."""
-    lines = ["| target | ok | failed | TTFT p50 (ms) | TPOT p50 (ms) | ITL p50 (ms) "
-             f"| TTFT / {baseline} | TPOT / {baseline} |", "|---|---:|---:|---:|---:|---:|---|---|"]
-    for r in rows:
-        lines.append(f"| {r.target} | {r.ok} | {r.failed} | {_cell(r.ttft_ms, ',.0f')} | {_cell(r.tpot_ms, '.1f')} "
-                     f"| {_cell(r.itl_p50_ms, '.1f')} | {_spread(r.ttft_ratio)} | {_spread(r.tpot_ratio)} |")
-    return "\n".join(lines) + "\n"
+    header = ["target", "ok", "failed", "TTFT p50 (ms)", "TPOT p50 (ms)", "ITL p50 (ms)", f"TTFT / {baseline}",
+              f"TPOT / {baseline}"]
+    rows_text = [[r.target, r.ok, r.failed, ms(r.ttft_s), ms(r.tpot_s, digits=1), ms(r.itl_p50_s, digits=1),
+                  _spread(r.ttft_ratio), _spread(r.tpot_ratio)] for r in rows]
+    return markdown_table(header, rows_text, "lrrrrrll") + "\n"
 
 
 def plot_ratios(path: Path, rows: Sequence[TargetSummary], baseline: str) -> Path:

@@ -36,7 +36,7 @@ def test_ratios_are_taken_within_each_pair() -> None:
     assert x.tpot_ratio is not None and x.tpot_ratio.n == 2 and x.tpot_ratio.above_one == 2
     assert x.tpot_ratio.median == pytest.approx(1.1) and x.tpot_ratio.low == pytest.approx(1.1)
     assert x.ttft_ratio is not None and (x.ttft_ratio.low, x.ttft_ratio.high) == pytest.approx((1.0, 1.1))
-    assert x.tpot_ms == pytest.approx(165.0) and x.itl_p50_ms == pytest.approx(165.0)
+    assert x.tpot_s == pytest.approx(0.165) and x.itl_p50_s == pytest.approx(0.165)
     assert base.tpot_ratio is None and base.tpot_ratios == () and base.ok == 2
 
 
