@@ -23,6 +23,7 @@ from typing import Any
 
 from bench.metrics import sweep_goodput
 from bench.suites.common import CpuSampler, bench, git_state, log, machine, serve_pdserve, write_json
+from bench.suites.report_util import markdown_table
 
 from .goodput import RunLength
 from .spec import Split
@@ -132,15 +133,13 @@ def _write(out: Path, plan: dict[str, Any], rows: list[dict[str, Any]], rates: l
     write_json(out / "check.json", {"plan": ns.plan, "recommended": plan["recommended"], "rates_h100": rates,
                                     "speedup": ns.speedup, "requests_per_run": requests, "rows": rows,
                                     "machine": machine(), "git": git_state()})
+    table = [[r["split"], "-" if r["planned_goodput"] is None else f"{r['planned_goodput']:.1f}",
+              f"{r['fleet_goodput']:.1f}", ", ".join("-" if a is None else f"{a:.0%}" for _, a in r["attainment"]),
+              f"{r['host_busy_mean']:.2f} / {r['host_busy_p90']:.2f}"] for r in rows]
     lines = [f"Recommended by the plan: {plan['recommended']}. Sweep (H100 req/s): "
              + ", ".join(f"{r:.1f}" for r in rates), "",
-             "| split | planned goodput | fleet goodput | SLO met per rate | host busy (mean / p90) |",
-             "|---|---|---|---|---|"]
-    for r in rows:
-        att = ", ".join("-" if a is None else f"{a:.0%}" for _, a in r["attainment"])
-        planned = "-" if r["planned_goodput"] is None else f"{r['planned_goodput']:.1f}"
-        lines.append(f"| {r['split']} | {planned} | {r['fleet_goodput']:.1f} | {att} | "
-                     f"{r['host_busy_mean']:.2f} / {r['host_busy_p90']:.2f} |")
+             markdown_table(["split", "planned goodput", "fleet goodput", "SLO met per rate", "host busy (mean / p90)"],
+                            table, "lllll")]
     best = max(rows, key=lambda r: r["fleet_goodput"], default=None)
     if best is not None:
         same = math.isclose(best["fleet_goodput"], next((r["fleet_goodput"] for r in rows

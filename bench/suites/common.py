@@ -24,9 +24,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -61,12 +63,20 @@ def _children() -> dict[int, list[int]]:
     return kids
 
 
-def _tree_ticks(root: int) -> int:
-    """utime + stime (+ waited-for children) of ``root`` and its live descendants, in clock ticks."""
-    kids, total, stack = _children(), 0, [root]
+def process_tree(root: int) -> list[int]:
+    """``root`` and its live descendants."""
+    kids, out, stack = _children(), [], [root]
     while stack:
         pid = stack.pop()
+        out.append(pid)
         stack.extend(kids.get(pid, []))
+    return out
+
+
+def _tree_ticks(root: int) -> int:
+    """utime + stime (+ waited-for children) of ``root`` and its live descendants, in clock ticks."""
+    total = 0
+    for pid in process_tree(root):
         try:
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
@@ -164,36 +174,70 @@ def log_tail(path: Path, n: int = 40) -> str:
     return ""
 
 
+def spawn(cmd: Sequence[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """``cmd`` from the repository root in its own process session, unbuffered, its output to ``log_path``."""
+    with open(log_path, "wb") as out:
+        return subprocess.Popen(list(cmd), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+
+
+def wait_until_ready(ready: Callable[[], bool], proc: subprocess.Popen[bytes], log_path: Path, what: str,
+                     timeout_s: float) -> None:
+    """Polls ``ready`` until it holds; raises ``RuntimeError`` with the log's tail if ``proc`` exits or
+    ``timeout_s`` passes first."""
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not become ready:\n{log_tail(log_path)}")
+        time.sleep(0.25)
+
+
+def http_get(url: str, timeout_s: float = 2.0) -> str | None:
+    """The body of a GET of ``url``; None when it fails or answers other than 2xx."""
+    with contextlib.suppress(OSError, ValueError), urllib.request.urlopen(url, timeout=timeout_s) as resp:
+        return str(resp.read().decode())
+    return None
+
+
 @contextlib.contextmanager
-def serve_pdserve(config: str, overrides: Sequence[str] = (), log_path: Path | None = None,
-                  ready_timeout_s: float = 600.0, launcher: str | None = "local") -> Iterator[Running]:
+def serve_http(cmd: Sequence[str], url: str, log_path: Path, what: str, ready_timeout_s: float,
+               env: dict[str, str] | None = None, grace_s: float = 60.0) -> Iterator[Running]:
+    """``cmd`` (``spawn``) serving the OpenAI API at ``url``: yields it once ``/v1/models`` answers, stops
+    it (``Running.stop(grace_s)``) on exit."""
+    running = Running(spawn(cmd, log_path, env), url, log_path)
+    try:
+        wait_until_ready(lambda: http_get(f"{url}/v1/models") is not None, running.proc, log_path, what,
+                         ready_timeout_s)
+        log(f"{what} ready at {url} (pid {running.proc.pid})")
+        yield running
+    finally:
+        running.stop(grace_s)
+        log(f"stopped pid {running.proc.pid}")
+
+
+@contextlib.contextmanager
+def serve_pdserve(config: str, overrides: Sequence[str] = (), ready_timeout_s: float = 600.0,
+                  launcher: str | None = "local") -> Iterator[Running]:
     """``pdserve up --config CONFIG --launcher LAUNCHER --set server.port=0 --set ...`` in its own
     session; ``launcher=None`` leaves the flag out (the config's own, Ray by default, as ``make serve``)."""
     workdir = Path(tempfile.mkdtemp(prefix="pdserve-suite-"))
     ready = workdir / "url"
-    log_path = log_path or workdir / "server.log"
+    log_path = workdir / "server.log"
     cmd = [sys.executable, "-m", "orchestrator.cli", "up", "--config", config,
            *(["--launcher", launcher] if launcher else []), "--set", "server.port=0", "--ready-file", str(ready)]
     for item in overrides:
         cmd += ["--set", item]
     log("start: " + " ".join(cmd[2:]))
-    with open(log_path, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    running = Running(proc, "", log_path)
+    running = Running(spawn(cmd, log_path), "", log_path)
     try:
-        deadline = time.monotonic() + ready_timeout_s
-        while not ready.exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"pdserve up did not become ready:\n{log_tail(log_path)}")
-            time.sleep(0.5)
+        wait_until_ready(ready.exists, running.proc, log_path, "pdserve up", ready_timeout_s)
         time.sleep(0.2)
         running.url = ready.read_text().strip()
-        log(f"ready at {running.url} (pid {proc.pid})")
+        log(f"ready at {running.url} (pid {running.proc.pid})")
         yield running
     finally:
         running.stop()
-        log(f"stopped pid {proc.pid}")
+        log(f"stopped pid {running.proc.pid}")
 
 
 # --------------------------------------------------------------------------- running the client
@@ -213,6 +257,32 @@ def write_json(path: Path, data: object) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__")
                                else str(o)) + "\n")
+
+
+def finish_run(run_dir: Path, cpu: CpuSampler) -> CpuReport:
+    """After a ``pdserve-bench`` run into ``run_dir`` under ``cpu``: writes ``cpu.json`` and drops
+    ``records.json`` (``records.csv`` keeps every request; the JSON adds only per-chunk times); returns
+    the CPU report."""
+    assert cpu.report is not None
+    write_json(run_dir / "cpu.json", cpu.report)
+    (run_dir / "records.json").unlink(missing_ok=True)
+    return cpu.report
+
+
+def load_index(out: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """``OUT/runs.json`` as an earlier run of the suite left it (or an index with no runs), with this
+    run's ``machine`` and ``settings`` put over its own."""
+    path = out / "runs.json"
+    index = json.loads(path.read_text()) if path.exists() else {"runs": []}
+    return index | {"machine": machine(), **settings}
+
+
+def put_run(out: Path, index: dict[str, Any], key: Sequence[str], entry: dict[str, Any]) -> None:
+    """Puts ``entry`` in place of the index's runs that match it on the fields ``key`` (at the end), then
+    writes the index to ``OUT/runs.json``."""
+    index["runs"] = [r for r in index["runs"] if [r[k] for k in key] != [entry[k] for k in key]]
+    index["runs"].append(entry)
+    write_json(out / "runs.json", index)
 
 
 def git(*args: str) -> str:

@@ -40,9 +40,7 @@ import argparse
 import contextlib
 import gzip
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,12 +49,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from bench.suites.common import ROOT, CpuSampler, Running, bench, git, log, log_tail, machine, serve_pdserve, write_json
+from bench.suites.common import CpuSampler, Running, bench, git, log, machine, serve_http, serve_pdserve, write_json
 from bench.suites.cpu_vllm_report import report
-from bench.suites.peer_servers import http_get, spawn, wait_until_ready
-from bench.suites.where_time_goes import stage_means, stage_totals, thread_times, thread_usage
+from bench.suites.where_time_goes import scrape_stages, stage_means, thread_times, thread_usage
 from transfer.ports import free_ports
 
 MODEL_DIR = Path("~/.cache/pdserve/models/smollm2-135m-instruct").expanduser()
@@ -67,35 +62,17 @@ VLLM_ARGS = ["--dtype", "float32", "--enforce-eager", "--block-size", "32", "--m
 VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_HOST_IP": "127.0.0.1"}
 
 
-@contextlib.contextmanager
 def serve_vllm(model: str, port: int, args: Sequence[str], env: dict[str, str] | None = None,
-               log_path: Path | None = None, ready_timeout_s: float = 600.0,
-               cores: str | None = None) -> Iterator[Running]:
+               cores: str | None = None) -> contextlib.AbstractContextManager[Running]:
     """A plain single vLLM OpenAI server on 127.0.0.1:PORT in its own session; with ``cores`` (a
     ``taskset`` list) every process and thread of it is held to those cores."""
-    log_path = log_path or Path(tempfile.mkdtemp(prefix="vllm-suite-")) / "server.log"
+    log_path = Path(tempfile.mkdtemp(prefix="vllm-suite-")) / "server.log"
     cmd = [*(["taskset", "-c", cores] if cores else []), sys.executable, "-m",
            "vllm.entrypoints.openai.api_server", "--model", model, "--host", "127.0.0.1", "--port", str(port), *args]
     log("start: " + " ".join(cmd).replace(sys.executable, "python"))
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "VLLM_HOST_IP": "127.0.0.1", **(env or {})}
-    with open(log_path, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                env=full_env)
-    running = Running(proc, f"http://127.0.0.1:{port}", log_path)
-    try:
-        deadline = time.monotonic() + ready_timeout_s
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"vLLM did not become ready:\n{log_tail(log_path)}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{running.url}/v1/models", timeout=2).status_code == 200:
-                    break
-            time.sleep(1.0)
-        log(f"ready at {running.url} (pid {proc.pid})")
-        yield running
-    finally:
-        running.stop()
-        log(f"stopped pid {proc.pid}")
+    return serve_http(cmd, f"http://127.0.0.1:{port}", log_path, "vLLM", 900,
+                      {"VLLM_HOST_IP": "127.0.0.1", **(env or {})})
+
 
 WORKLOADS = {
     "short": ["--workload", "unique", "--prompt-words", "60"],
@@ -126,25 +103,17 @@ def serve_vllm_pd() -> Iterator[Target]:
             port, side = free_ports(2)
             env = {**VLLM_ENV, "VLLM_CPU_OMP_THREADS_BIND": str(core), "OMP_NUM_THREADS": "1",
                    "VLLM_NIXL_SIDE_CHANNEL_HOST": "127.0.0.1", "VLLM_NIXL_SIDE_CHANNEL_PORT": str(side)}
-            servers.append(stack.enter_context(serve_vllm(str(MODEL_DIR), port, [*VLLM_ARGS, *NIXL_ARGS], env=env,
-                                                          ready_timeout_s=900)))
+            servers.append(stack.enter_context(serve_vllm(str(MODEL_DIR), port, [*VLLM_ARGS, *NIXL_ARGS], env=env)))
         proxy = stack.enter_context(serve_proxy(servers[0].url, servers[1].url))
         yield Target(proxy.url, [s.proc.pid for s in (*servers, proxy)])
 
 
-@contextlib.contextmanager
-def serve_proxy(prefill: str, decode: str) -> Iterator[Running]:
+def serve_proxy(prefill: str, decode: str) -> contextlib.AbstractContextManager[Running]:
     """``bench.suites.pd_proxy`` on a free loopback port, in its own session."""
     port = free_ports(1)[0]
-    log_path = Path(tempfile.mkdtemp(prefix="pd-proxy-")) / "proxy.log"
-    proc = spawn([sys.executable, "-m", "bench.suites.pd_proxy", "--prefill", prefill, "--decode", decode,
-                  "--port", str(port)], log_path)
-    running = Running(proc, f"http://127.0.0.1:{port}", log_path)
-    try:
-        wait_until_ready(lambda: http_get(f"{running.url}/v1/models") is not None, proc, log_path, "the P/D proxy", 60)
-        yield running
-    finally:
-        running.stop(grace_s=10.0)
+    return serve_http([sys.executable, "-m", "bench.suites.pd_proxy", "--prefill", prefill, "--decode", decode,
+                       "--port", str(port)], f"http://127.0.0.1:{port}",
+                      Path(tempfile.mkdtemp(prefix="pd-proxy-")) / "proxy.log", "the P/D proxy", 60, grace_s=10.0)
 
 
 @contextlib.contextmanager
@@ -171,8 +140,7 @@ def serve_pdserve_local() -> contextlib.AbstractContextManager[Target]:
 def serve_one_core(extra_args: Sequence[str] = (), extra_env: dict[str, str] | None = None,
                    cores: str | None = None) -> Iterator[Target]:
     env = {**ONE_CORE_ENV, **(extra_env or {})}
-    with serve_vllm(str(MODEL_DIR), free_ports(1)[0], [*VLLM_ARGS, *extra_args], env=env, ready_timeout_s=900,
-                    cores=cores) as one:
+    with serve_vllm(str(MODEL_DIR), free_ports(1)[0], [*VLLM_ARGS, *extra_args], env=env, cores=cores) as one:
         yield Target(one.url, [one.proc.pid])
 
 
@@ -239,15 +207,14 @@ def run_target(name: str, out: Path, workloads: list[str], repeat: int, requests
             if run_dir.exists():
                 shutil.rmtree(run_dir)
             argv = bench_args(name, server.url, run_dir, workload, requests)
-            stages0 = stage_totals(http_get(f"{server.url}/metrics", timeout_s=5.0) or "") if server.pdserve else None
+            stages0 = scrape_stages(server.url) if server.pdserve else None
             threads0 = _threads(server.roots)
             with CpuSampler(server.roots) as cpu:
                 rc = bench(argv)
             write_json(run_dir / "threads.json", thread_usage(threads0, _threads(server.roots)))
             if stages0 is not None:
                 time.sleep(STAGE_SETTLE_S)
-                stages1 = stage_totals(http_get(f"{server.url}/metrics", timeout_s=5.0) or "")
-                write_json(run_dir / "stages.json", stage_means(stages0, stages1))
+                write_json(run_dir / "stages.json", stage_means(stages0, scrape_stages(server.url)))
             records = run_dir / "records.json"
             if records.exists():
                 with records.open("rb") as src, gzip.open(str(records) + ".gz", "wb", compresslevel=9) as dst:

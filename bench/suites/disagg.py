@@ -27,7 +27,7 @@ import shutil
 import time
 from pathlib import Path
 
-from bench.suites.common import CpuSampler, bench, git_state, log, machine, serve_pdserve, write_json
+from bench.suites.common import CpuSampler, bench, finish_run, git_state, load_index, log, put_run, serve_pdserve
 
 FLEETS: dict[str, tuple[str, list[str]]] = {
     "disagg-8p8d": ("configs/sim-64.yaml", ["prefill.replicas=8", "decode.replicas=8"]),
@@ -83,11 +83,10 @@ def main() -> None:
     out = Path(ns.out)
     out.mkdir(parents=True, exist_ok=True)
     dilation = 1.0 / ns.speedup
-    index_path = out / "runs.json"
-    index = json.loads(index_path.read_text()) if index_path.exists() else {"runs": []}
-    index.update({"machine": machine(), "speedup": ns.speedup, "tuning_seeds": list(TUNING_SEEDS),
-                  "slo_h100_ms": {"ttft": ns.slo_ttft_ms, "tpot": ns.slo_tpot_ms},
-                  "fleets": {f: {"config": FLEETS[f][0], "overrides": FLEETS[f][1]} for f in ns.fleets.split(",")}})
+    index = load_index(out, {"speedup": ns.speedup, "tuning_seeds": list(TUNING_SEEDS),
+                             "slo_h100_ms": {"ttft": ns.slo_ttft_ms, "tpot": ns.slo_tpot_ms},
+                             "fleets": {f: {"config": FLEETS[f][0], "overrides": FLEETS[f][1]}
+                                        for f in ns.fleets.split(",")}})
     runs = [("quiet", 1.0)] + [("bursty", float(s)) for s in ns.scales.split(",")]
     for seed in (int(s) for s in ns.seeds.split(",")):
         for fleet in ns.fleets.split(","):
@@ -108,22 +107,16 @@ def main() -> None:
                             "--no-plots", "--no-progress", "--out", str(run_dir)]
                     with CpuSampler(server.proc.pid) as cpu:
                         rc = bench(argv)
-                    (run_dir / "records.json").unlink(missing_ok=True)  # records.csv keeps every request
-                    assert cpu.report is not None
-                    write_json(run_dir / "cpu.json", cpu.report)
+                    report = finish_run(run_dir, cpu)
                     log(f"seed {seed} {fleet} {variant} x{scale:g}: rc {rc}, host busy mean "
-                        f"{cpu.report.host_busy_mean:.2f} p90 {cpu.report.host_busy_p90:.2f}")
-                    key = (seed, fleet, variant, scale)
-                    index["runs"] = [r for r in index["runs"]
-                                     if (r["seed"], r["fleet"], r["variant"], r["scale"]) != key]
-                    index["runs"].append({
+                        f"{report.host_busy_mean:.2f} p90 {report.host_busy_p90:.2f}")
+                    put_run(out, index, ("seed", "fleet", "variant", "scale"), {
                         "seed": seed, "fleet": fleet, "variant": variant, "scale": scale,
                         "dir": str(run_dir.relative_to(out)), "rc": rc, "config": config, "overrides": overrides,
-                        "argv": ["pdserve-bench", *argv], "host_busy_mean": cpu.report.host_busy_mean,
-                        "host_busy_p90": cpu.report.host_busy_p90, "git": git_state(),
+                        "argv": ["pdserve-bench", *argv], "host_busy_mean": report.host_busy_mean,
+                        "host_busy_p90": report.host_busy_p90, "git": git_state(),
                         "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())})
-                    write_json(index_path, index)
-    log(f"done: {index_path}")
+    log(f"done: {out / 'runs.json'}")
 
 
 if __name__ == "__main__":

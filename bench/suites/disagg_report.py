@@ -13,30 +13,28 @@ OSDI 2024); 0 when none is. Writes ``OUT/results.md``, ``OUT/results.json`` and 
 from __future__ import annotations
 
 import json
-import statistics
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from bench.suites.report_util import (
+    cell,
+    load_run,
     markdown_table,
     new_figure,
     percentile,
-    read_records_csv,
     report_main,
     save,
+    spread,
     spread_errorbar,
 )
 
 ATTAINMENT = 0.9
-Cell = tuple[float, float, float] | None
 
 
 def run_figures(out: Path, run: dict[str, Any], speedup: float, slo_ms: dict[str, float]) -> dict[str, Any]:
     """One run's figures (H100 ms) from its records and summary."""
-    run_dir = out / run["dir"]
-    records = read_records_csv(run_dir / "records.csv")
-    summary = json.loads((run_dir / "summary.json").read_text())["runs"][0]
+    loaded = load_run(out / run["dir"])
+    records, summary = loaded["records"], loaded["summary"]
     h100 = 1000.0 * speedup
 
     def pct(recs: list[dict[str, Any]], key: str, q: float) -> float | None:
@@ -57,15 +55,6 @@ def run_figures(out: Path, run: dict[str, Any], speedup: float, slo_ms: dict[str
             "itl_p99": None if summary["itl"]["p99"] is None else summary["itl"]["p99"] * h100,
             "attainment": met / len(records) if records else None, "offered_req_per_s": offered,
             "errors": sum(1 for r in records if not r["ok"]), "host_busy": run["host_busy_mean"]}
-
-
-def spread(values: Sequence[float | None]) -> Cell:
-    xs = [v for v in values if v is not None]
-    return (statistics.median(xs), min(xs), max(xs)) if xs else None
-
-
-def cell(c: Cell, fmt: Callable[[float], str]) -> str:
-    return "-" if c is None else f"{fmt(c[0])} [{fmt(c[1])}, {fmt(c[2])}]"
 
 
 def build(out: Path) -> tuple[dict[str, Any], str]:

@@ -13,12 +13,11 @@ runs into tables and plots (in H100 time: wall-clock latency x speedup, rate / s
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import time
 from pathlib import Path
 
-from bench.suites.common import CpuSampler, bench, git_state, log, machine, serve_pdserve, write_json
+from bench.suites.common import CpuSampler, bench, finish_run, git_state, load_index, log, put_run, serve_pdserve
 
 POLICIES = ("round_robin", "least_loaded", "prefix", "session", "kv_aware")
 
@@ -52,18 +51,15 @@ def run_one(out: Path, workload: str, rate: str, policy: str, speedup: float, ma
             argv[1] = f"{policy}={server.url}"
             with CpuSampler(server.proc.pid) as cpu:
                 rc = bench(argv)
-        # records.csv keeps every request; the JSON adds only per-chunk times, which this suite does not use.
-        (run_dir / "records.json").unlink(missing_ok=True)
-        assert cpu.report is not None
-        write_json(run_dir / "cpu.json", cpu.report)
+        report = finish_run(run_dir, cpu)
         info = {"dir": str(run_dir.relative_to(out)), "rc": rc, "overrides": overrides,
-                "argv": ["pdserve-bench", *argv], "host_busy_mean": cpu.report.host_busy_mean,
-                "host_busy_p90": cpu.report.host_busy_p90, "server_cores_mean": cpu.report.server_cores_mean,
+                "argv": ["pdserve-bench", *argv], "host_busy_mean": report.host_busy_mean,
+                "host_busy_p90": report.host_busy_p90, "server_cores_mean": report.server_cores_mean,
                 "git": git_state(), "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
         tried.append(info)
-        log(f"{workload} rate {rate} {policy}: rc {rc}, host busy mean {cpu.report.host_busy_mean:.2f} "
-            f"p90 {cpu.report.host_busy_p90:.2f}, server {cpu.report.server_cores_mean:.2f} cores")
-        if cpu.report.host_busy_p90 < 0.97:
+        log(f"{workload} rate {rate} {policy}: rc {rc}, host busy mean {report.host_busy_mean:.2f} "
+            f"p90 {report.host_busy_p90:.2f}, server {report.server_cores_mean:.2f} cores")
+        if report.host_busy_p90 < 0.97:
             break
         if attempt + 1 < attempts:
             time.sleep(20)
@@ -87,20 +83,15 @@ def main() -> None:
     ns = p.parse_args()
     out = Path(ns.out)
     out.mkdir(parents=True, exist_ok=True)
-    index_path = out / "runs.json"
-    index = json.loads(index_path.read_text()) if index_path.exists() else {"runs": []}
-    index.update({"machine": machine(), "max_tokens": ns.max_tokens,
-                  "config": "configs/sim-64.yaml", "workloads": {w: WORKLOADS[w] for w in ns.workloads.split(",")}})
+    index = load_index(out, {"max_tokens": ns.max_tokens, "config": "configs/sim-64.yaml",
+                             "workloads": {w: WORKLOADS[w] for w in ns.workloads.split(",")}})
     points = [(rate, float(speedup)) for rate, speedup in (pt.split("@") for pt in ns.points.split(","))]
     for workload in ns.workloads.split(","):
         for rate, speedup in points:
             for policy in ns.policies.split(","):
-                entry = run_one(out, workload, rate, policy, speedup, ns.max_tokens, ns.attempts)
-                index["runs"] = [r for r in index["runs"] if (r["workload"], r["rate_h100"], r["policy"])
-                                 != (workload, entry["rate_h100"], policy)]
-                index["runs"].append(entry)
-                write_json(index_path, index)
-    log(f"done: {index_path}")
+                put_run(out, index, ("workload", "rate_h100", "policy"),
+                        run_one(out, workload, rate, policy, speedup, ns.max_tokens, ns.attempts))
+    log(f"done: {out / 'runs.json'}")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from bench.suites.common import log, machine, write_json
 from bench.suites.cpu_vllm import MODEL_NAME, serve_one_core
+from bench.suites.report_util import markdown_table
 
 VOCAB = ("apple", "river", "stone", "light", "cloud", "music", "paper", "green", "window", "garden", "silver",
          "engine", "market", "story", "winter")
@@ -53,13 +54,13 @@ def measure(url: str, pauses: list[float], rounds: int, seed: int = 11) -> list[
 
 def table(samples: list[tuple[float, float]], pauses: list[float]) -> str:
     """Median TTFT and range per pause, as markdown. Pure."""
-    lines = ["| idle before the request (s) | requests | TTFT p50 (ms) | lowest | highest |",
-             "|---:|---:|---:|---:|---:|"]
+    rows = []
     for pause in pauses:
         values = [ttft for p, ttft in samples if p == pause]
-        lines.append(f"| {pause:g} | {len(values)} | {statistics.median(values):,.0f} | {min(values):,.0f} | "
-                     f"{max(values):,.0f} |")
-    return "\n".join(lines) + "\n"
+        rows.append([f"{pause:g}", len(values), f"{statistics.median(values):,.0f}", f"{min(values):,.0f}",
+                     f"{max(values):,.0f}"])
+    return markdown_table(["idle before the request (s)", "requests", "TTFT p50 (ms)", "lowest", "highest"], rows,
+                          "rrrrr") + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

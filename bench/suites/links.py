@@ -18,14 +18,13 @@ turns the runs into tables and plots (in H100 time: wall-clock latency x speedup
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
-from bench.suites.common import CpuSampler, bench, git_state, log, machine, serve_pdserve, write_json
+from bench.suites.common import CpuSampler, bench, finish_run, git_state, load_index, log, put_run, serve_pdserve
 
 CONFIG = "configs/sim-2racks.yaml"
 # The decode preset without transfer_cost (its weights otherwise as in orchestrator.scheduler.profiles).
@@ -59,16 +58,14 @@ def run_one(out: Path, arm: str, repeat: int, ns: argparse.Namespace) -> dict[st
         with CpuSampler(server.proc.pid) as cpu:
             rc = bench(argv)
         table = link_table(server.url)
-    (run_dir / "records.json").unlink(missing_ok=True)  # records.csv keeps every request
     (run_dir / "links.prom").write_text("\n".join(table) + "\n")
-    assert cpu.report is not None
-    write_json(run_dir / "cpu.json", cpu.report)
-    log(f"{arm} repeat {repeat}: rc {rc}, host busy mean {cpu.report.host_busy_mean:.2f} "
-        f"p90 {cpu.report.host_busy_p90:.2f}, server {cpu.report.server_cores_mean:.2f} cores")
+    report = finish_run(run_dir, cpu)
+    log(f"{arm} repeat {repeat}: rc {rc}, host busy mean {report.host_busy_mean:.2f} "
+        f"p90 {report.host_busy_p90:.2f}, server {report.server_cores_mean:.2f} cores")
     return {"arm": arm, "repeat": repeat, "seed": repeat, "dir": str(run_dir.relative_to(out)), "rc": rc,
             "config": CONFIG, "overrides": overrides, "argv": ["pdserve-bench", *argv],
-            "host_busy_mean": cpu.report.host_busy_mean, "host_busy_p90": cpu.report.host_busy_p90,
-            "server_cores_mean": cpu.report.server_cores_mean, "loadavg_start": cpu.report.loadavg_start,
+            "host_busy_mean": report.host_busy_mean, "host_busy_p90": report.host_busy_p90,
+            "server_cores_mean": report.server_cores_mean, "loadavg_start": report.loadavg_start,
             "git": git_state(), "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
 
 
@@ -90,20 +87,15 @@ def main(argv: list[str] | None = None) -> None:
     ns = p.parse_args(args)
     out = Path(ns.out)
     out.mkdir(parents=True, exist_ok=True)
-    index_path = out / "runs.json"
-    index = json.loads(index_path.read_text()) if index_path.exists() else {"runs": []}
     arms = ns.arms.split(",")
-    index.update({"machine": machine(), "config": CONFIG, "arms": {a: ARMS[a] for a in arms},
-                  "speedup": ns.speedup, "rate_h100": ns.rate_h100, "num_requests": ns.num_requests,
-                  "prompt_words": ns.prompt_words, "max_tokens": ns.max_tokens,
-                  "command": " ".join(["python", "-m", "bench.suites.links", *args])})
+    index = load_index(out, {"config": CONFIG, "arms": {a: ARMS[a] for a in arms}, "speedup": ns.speedup,
+                             "rate_h100": ns.rate_h100, "num_requests": ns.num_requests,
+                             "prompt_words": ns.prompt_words, "max_tokens": ns.max_tokens,
+                             "command": " ".join(["python", "-m", "bench.suites.links", *args])})
     for repeat in range(ns.repeats):
         for arm in arms if repeat % 2 == 0 else arms[::-1]:
-            entry = run_one(out, arm, repeat, ns)
-            index["runs"] = [r for r in index["runs"] if (r["arm"], r["repeat"]) != (arm, repeat)]
-            index["runs"].append(entry)
-            write_json(index_path, index)
-    log(f"done: {index_path}")
+            put_run(out, index, ("arm", "repeat"), run_one(out, arm, repeat, ns))
+    log(f"done: {out / 'runs.json'}")
 
 
 if __name__ == "__main__":

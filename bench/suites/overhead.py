@@ -20,7 +20,7 @@ import shutil
 import time
 from pathlib import Path
 
-from bench.suites.common import CpuSampler, bench, git_state, log, machine, serve_pdserve, write_json
+from bench.suites.common import CpuSampler, bench, finish_run, git_state, log, machine, serve_pdserve, write_json
 from bench.suites.peer_servers import scratch_dir, serve_router, serve_sim_http
 
 MODEL = "sim-llama-3.1-8b"
@@ -58,14 +58,12 @@ def main() -> None:
                  "--out", str(out / "run")]
         with CpuSampler(None) as cpu:
             rc = bench(argv)
-    assert cpu.report is not None
-    write_json(out / "run" / "cpu.json", cpu.report)
-    (out / "run" / "records.json").unlink(missing_ok=True)
+    report = finish_run(out / "run", cpu)
     shutil.rmtree(work, ignore_errors=True)
     index = {"machine": machine(), "git": git_state(), "rc": rc, "zero_compute": ZERO_COMPUTE,
              "policies": {"pdserve": "kv_aware", "vllm-router": "cache_aware", "sglang-router": "cache_aware"},
              "argv": ["pdserve-bench", *(a if "=http" not in a else a.split("=")[0] + "=URL" for a in argv)],
-             "host_busy_mean": cpu.report.host_busy_mean,
+             "host_busy_mean": report.host_busy_mean,
              "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
     write_json(out / "runs.json", index)
     log(f"done: rc {rc}, {json.dumps(index['git'])}")

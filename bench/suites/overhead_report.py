@@ -11,21 +11,20 @@ and ``OUT/overhead.png``.
 from __future__ import annotations
 
 import json
-import statistics
 from pathlib import Path
 from typing import Any
 
 from bench.suites.report_util import (
+    cell,
     markdown_table,
     new_figure,
     percentile,
     read_records_csv,
     report_main,
     save,
+    spread,
     spread_errorbar,
 )
-
-Cell = tuple[float, float, float]
 
 
 def per_repeat(records: list[dict[str, Any]]) -> dict[tuple[float, str, int], dict[str, float]]:
@@ -46,14 +45,6 @@ def per_repeat(records: list[dict[str, Any]]) -> dict[tuple[float, str, int], di
     return result
 
 
-def spread(xs: list[float]) -> Cell:
-    return statistics.median(xs), min(xs), max(xs)
-
-
-def fmt(c: Cell, digits: int = 2) -> str:
-    return f"{c[0]:.{digits}f} [{c[1]:.{digits}f}, {c[2]:.{digits}f}]"
-
-
 def build(out: Path) -> tuple[dict[str, Any], str]:
     index = json.loads((out / "runs.json").read_text())
     stats = per_repeat(read_records_csv(out / "run" / "records.csv"))
@@ -71,9 +62,10 @@ def build(out: Path) -> tuple[dict[str, Any], str]:
             cols["added_ttft_p50"] = spread([m["ttft_p50"] - b["ttft_p50"] for m, b in zip(mine, base, strict=True)])
             cols["added_e2e_p50"] = spread([m["e2e_p50"] - b["e2e_p50"] for m, b in zip(mine, base, strict=True)])
             result[f"{int(load)}/{target}"] = cols
-            rows.append([int(load), target, fmt(cols["ttft_p50"]), fmt(cols["ttft_p99"]), fmt(cols["e2e_p50"]),
-                         fmt(cols["added_ttft_p50"]), fmt(cols["added_e2e_p50"]), fmt(cols["req_per_s"], 0),
-                         fmt(cols["errors"], 0)])
+            rows.append([int(load), target,
+                         *(cell(cols[k], "{:.2f}".format) for k in ("ttft_p50", "ttft_p99", "e2e_p50",
+                                                                     "added_ttft_p50", "added_e2e_p50")),
+                         cell(cols["req_per_s"], "{:.0f}".format), cell(cols["errors"], "{:.0f}".format)])
     text = "\n".join([
         f"# Router overhead on a zero-compute simulated worker (`{index['git']['commit']}`)", "",
         f"Policies: {', '.join(f'{k} {v}' for k, v in index['policies'].items())}. {len(repeats)} repeats; "

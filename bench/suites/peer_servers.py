@@ -20,16 +20,13 @@ import json
 import os
 import re
 import socket
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.suites.common import ROOT, Running, log, log_tail
+from bench.suites.common import ROOT, Running, http_get, log, serve_http, spawn, wait_until_ready
 from transfer.ports import free_ports
 
 
@@ -70,21 +67,6 @@ def free_port_range(count: int, host: str = "127.0.0.1", first: int = 20000, las
     raise RuntimeError(f"no {count} consecutive free ports in [{first}, {last}) on {host}")
 
 
-def spawn(cmd: Sequence[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    out = open(log_path, "wb")  # noqa: SIM115 - the child owns it; closed when the Popen is collected
-    return subprocess.Popen(list(cmd), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
-
-
-def wait_until_ready(ready: Callable[[], bool], proc: subprocess.Popen[bytes], log_path: Path, what: str,
-          timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not ready():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not become ready:\n{log_tail(log_path)}")
-        time.sleep(0.25)
-
-
 def _ready_lines(log_path: Path) -> list[dict[str, str]]:
     """The JSON lines a sim_http process printed once each of its workers served."""
     text = log_path.read_text(errors="replace") if log_path.exists() else ""
@@ -122,12 +104,6 @@ def serve_sim_http(workers: int, processes: int, sets: Sequence[str], tokenizer:
             run.stop(grace_s=15.0)
 
 
-def http_get(url: str, timeout_s: float = 2.0) -> str | None:
-    with contextlib.suppress(OSError, ValueError), urllib.request.urlopen(url, timeout=timeout_s) as resp:
-        return str(resp.read().decode())
-    return None
-
-
 def _vllm_router(policy: str, port: int, workers: Sequence[SimWorker], model: str, block_size: int) -> list[str]:
     cmd = ["vllm-router", "--host", "127.0.0.1", "--port", str(port), "--policy", policy,
            "--worker-urls", *(w.url for w in workers), "--log-level", "warning",
@@ -152,9 +128,8 @@ ROUTERS: dict[str, Callable[[str, int, Sequence[SimWorker], str, int], list[str]
 }
 
 
-@contextlib.contextmanager
 def serve_router(router: str, policy: str, workers: Sequence[SimWorker], model: str, block_size: int,
-                 workdir: Path, ready_timeout_s: float = 120.0) -> Iterator[Running]:
+                 workdir: Path, ready_timeout_s: float = 120.0) -> contextlib.AbstractContextManager[Running]:
     """One peer router on a free loopback port; yields it once ``/v1/models`` answers."""
     bin_dir = peers_venv() / "bin"
     if not (bin_dir / router).exists():
@@ -162,16 +137,9 @@ def serve_router(router: str, policy: str, workers: Sequence[SimWorker], model: 
     port = free_port()
     cmd = ROUTERS[router](policy, port, workers, model, block_size)
     cmd[0] = str(bin_dir / cmd[0])
-    out = workdir / f"{router}-{policy}.log"
     log("start: " + " ".join([router, *cmd[1:6]]) + f" ... ({len(workers)} workers)")
-    run = Running(spawn(cmd, out, env={"PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}),
-                  f"http://127.0.0.1:{port}", out)
-    try:
-        wait_until_ready(lambda: http_get(f"{run.url}/v1/models") is not None, run.proc, out, router, ready_timeout_s)
-        log(f"{router} ({policy}) ready at {run.url}")
-        yield run
-    finally:
-        run.stop(grace_s=10.0)
+    return serve_http(cmd, f"http://127.0.0.1:{port}", workdir / f"{router}-{policy}.log", f"{router} ({policy})",
+                      ready_timeout_s, {"PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}, grace_s=10.0)
 
 
 _SAMPLE = re.compile(r"^(vllm:[a-z_]+?)(?:_total)?(?:\{[^}]*\})?\s+([0-9.eE+-]+)$")

@@ -23,13 +23,12 @@ seed) send the same requests. ``python -m bench.suites.peers_report`` turns the 
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.suites.common import CpuSampler, bench, git_state, log, machine, serve_pdserve, write_json
+from bench.suites.common import CpuSampler, bench, finish_run, git_state, load_index, log, put_run, serve_pdserve
 from bench.suites.peer_servers import peers_venv, scrape, scratch_dir, serve_router, serve_sim_http
 
 MODEL = "sim-llama-3.1-8b"
@@ -101,12 +100,10 @@ def run_arm(ns: argparse.Namespace, name: str, argv: list[str], run_dir: Path) -
                     rc = bench(["--target", f"{name}={router.url}", *argv])
             counts = {s.engine_id: scrape(s.url).get("vllm:request_success", 0.0) for s in sims}
         overrides = sim_sets(ns, arm)
-    assert cpu.report is not None
-    write_json(run_dir / "cpu.json", cpu.report)
-    (run_dir / "records.json").unlink(missing_ok=True)  # records.csv keeps every request
+    report = finish_run(run_dir, cpu)
     shutil.rmtree(work, ignore_errors=True)
     return {"rc": rc, "overrides": overrides, "worker_requests": counts,
-            "host_busy_mean": cpu.report.host_busy_mean, "host_busy_p90": cpu.report.host_busy_p90}
+            "host_busy_mean": report.host_busy_mean, "host_busy_p90": report.host_busy_p90}
 
 
 def main() -> None:
@@ -132,13 +129,11 @@ def main() -> None:
     peers_needed = any(ARMS[a].router in ("vllm-router", "sglang-router") for a in ns.arms.split(","))
     if peers_needed and not (peers_venv() / "bin" / "vllm-router").exists():
         raise SystemExit(f"{peers_venv()} has no peer routers: run scripts/setup_peers.sh")
-    index_path = out / "runs.json"
-    index = json.loads(index_path.read_text()) if index_path.exists() else {"runs": []}
-    index.update({"machine": machine(), "rate": ns.rate, "speedup": ns.speedup, "num_blocks": ns.num_blocks,
-                  "max_tokens": ns.max_tokens, "timeout_s": ns.timeout_s,
-                  "slo_h100_ms": {"ttft": ns.slo_ttft_ms, "tpot": ns.slo_tpot_ms},
-                  "tuning_seeds": list(TUNING_SEEDS), "traces": {t: TRACES[t] for t in ns.traces.split(",")},
-                  "arms": {a: {"router": ARMS[a].router, "policy": ARMS[a].policy} for a in ns.arms.split(",")}})
+    index = load_index(out, {
+        "rate": ns.rate, "speedup": ns.speedup, "num_blocks": ns.num_blocks, "max_tokens": ns.max_tokens,
+        "timeout_s": ns.timeout_s, "slo_h100_ms": {"ttft": ns.slo_ttft_ms, "tpot": ns.slo_tpot_ms},
+        "tuning_seeds": list(TUNING_SEEDS), "traces": {t: TRACES[t] for t in ns.traces.split(",")},
+        "arms": {a: {"router": ARMS[a].router, "policy": ARMS[a].policy} for a in ns.arms.split(",")}})
     for trace in ns.traces.split(","):
         for seed in ns.seeds.split(","):
             for name in ns.arms.split(","):
@@ -151,15 +146,12 @@ def main() -> None:
                         "--slo-tpot-ms", str(ns.slo_tpot_ms / ns.speedup),
                         "--no-plots", "--no-progress", "--out", str(run_dir)]
                 info = run_arm(ns, name, argv, run_dir)
-                entry = {"trace": trace, "seed": int(seed), "arm": name, "dir": str(run_dir.relative_to(out)),
-                         "argv": ["pdserve-bench", "--target", f"{name}=URL", *argv], **info, "git": git_state(),
-                         "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
                 log(f"{trace} seed {seed} {name}: rc {info['rc']}, host busy mean {info['host_busy_mean']:.2f}")
-                index["runs"] = [r for r in index["runs"] if (r["trace"], r["seed"], r["arm"])
-                                 != (trace, int(seed), name)]
-                index["runs"].append(entry)
-                write_json(index_path, index)
-    log(f"done: {index_path}")
+                put_run(out, index, ("trace", "seed", "arm"), {
+                    "trace": trace, "seed": int(seed), "arm": name, "dir": str(run_dir.relative_to(out)),
+                    "argv": ["pdserve-bench", "--target", f"{name}=URL", *argv], **info, "git": git_state(),
+                    "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())})
+    log(f"done: {out / 'runs.json'}")
 
 
 if __name__ == "__main__":

@@ -15,12 +15,10 @@ on that column.
 from __future__ import annotations
 
 import json
-import statistics
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.suites.report_util import load_run, markdown_table, new_figure, report_main, save
+from bench.suites.report_util import cell, load_run, markdown_table, new_figure, report_main, save, spread
 
 Row = dict[str, Any]
 
@@ -59,16 +57,6 @@ def run_metrics(out: Path, run: Row, speedup: float, offered: float) -> Row:
             "busiest": busiest_share(run, s),
             "slo": s["slo_attainment"], "goodput": offered * (s["slo_attainment"] or 0.0),
             "ok": f"{s['n_ok']}/{s['n']}", "host_busy": run["host_busy_mean"]}
-
-
-def spread(values: Sequence[float | None]) -> tuple[float, float, float] | None:
-    """(median, lowest, highest) of the values present."""
-    xs = [v for v in values if v is not None]
-    return (statistics.median(xs), min(xs), max(xs)) if xs else None
-
-
-def cell(s: tuple[float, float, float] | None, fmt: Callable[[float], str]) -> str:
-    return "-" if s is None else f"{fmt(s[0])} [{fmt(s[1])}, {fmt(s[2])}]"
 
 
 def pct(x: float) -> str:

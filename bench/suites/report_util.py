@@ -7,6 +7,7 @@ import argparse
 import csv
 import gzip
 import json
+import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from bench import metrics
 INT_FIELDS = {"repeat", "output_tokens_counted", "turn", "prompt_tokens", "cached_tokens", "output_tokens",
               "status", "chunks"}
 FLOAT_FIELDS = {"load_value", "ttft_s", "tpot_s", "sent_s", "e2e_s", "scheduled_s", "itl_mean_s", "itl_max_s"}
+Cell = tuple[float, float, float]  # (median, lowest, highest) of a figure over repeats or seeds
 
 
 def read_records_csv(path: Path) -> list[dict[str, Any]]:
@@ -65,6 +67,17 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return metrics.percentile(values, q) if values else None
 
 
+def spread(values: Sequence[float | None]) -> Cell | None:
+    """(median, lowest, highest) of the values present; None when none is."""
+    xs = [v for v in values if v is not None]
+    return (statistics.median(xs), min(xs), max(xs)) if xs else None
+
+
+def cell(c: Cell | None, fmt: Callable[[float], str]) -> str:
+    """``median [lowest, highest]``, each through ``fmt``; '-' for None."""
+    return "-" if c is None else f"{fmt(c[0])} [{fmt(c[1])}, {fmt(c[2])}]"
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]], align: str | None = None) -> str:
     align = align or "l" + "r" * (len(header) - 1)
     marks = ["---:" if a == "r" else "---" for a in align]
@@ -107,7 +120,7 @@ def report_main(doc: str, default_out: str, build: Callable[[Path], tuple[Any, s
     print(text)
 
 
-def spread_errorbar(ax: Any, xs: Sequence[float], cells: Sequence[tuple[float, float, float]], label: str) -> None:
+def spread_errorbar(ax: Any, xs: Sequence[float], cells: Sequence[Cell], label: str) -> None:
     """Plot each cell's median (of ``(median, lowest, highest)``) at its x, with a bar from lowest to highest."""
     ax.errorbar(list(xs), [c[0] for c in cells], yerr=[[c[0] - c[1] for c in cells], [c[2] - c[0] for c in cells]],
                 marker="o", capsize=3, label=label)

@@ -4,10 +4,10 @@
   (``/proc/PID/task/TID/stat``: utime + stime), its name and the cores it may run on
   (``Cpus_allowed_list``). ``thread_usage(before, after)`` is the difference: which threads used the
   cores during a workload, and on which cores (pure).
-* ``stage_totals(text)`` reads pdserve's Prometheus exposition into the cumulative figures of each stage
-  of a request (server-side TTFT, the prefill RPC, the handoff to the decode worker's first token, the
-  NIXL pulls the decode workers report); ``stage_means(before, after)`` gives the per-request means of a
-  workload between two scrapes (pure).
+* ``stage_totals(text)`` reads pdserve's Prometheus exposition (``scrape_stages(url)``: a live server's)
+  into the cumulative figures of each stage of a request (server-side TTFT, the prefill RPC, the handoff
+  to the decode worker's first token, the NIXL pulls the decode workers report); ``stage_means(before,
+  after)`` gives the per-request means of a workload between two scrapes (pure).
 
 Both are read at the edges of a workload: nothing here samples in the background or changes a process.
 """
@@ -20,7 +20,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.suites.common import CLK_TCK, _children
+from bench.suites.common import CLK_TCK, http_get, process_tree
 
 
 @dataclass(frozen=True)
@@ -43,19 +43,10 @@ def _read(path: str) -> str | None:
         return None
 
 
-def _tree(root: int) -> list[int]:
-    kids, out, stack = _children(), [], [root]
-    while stack:
-        pid = stack.pop()
-        out.append(pid)
-        stack.extend(kids.get(pid, []))
-    return out
-
-
 def thread_times(root: int) -> dict[tuple[int, int], ThreadTime]:
     """Every live thread of ``root``'s process tree, keyed by (pid, tid)."""
     out: dict[tuple[int, int], ThreadTime] = {}
-    for pid in _tree(root):
+    for pid in process_tree(root):
         process = (_read(f"/proc/{pid}/comm") or "?").strip()
         try:
             tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
@@ -124,6 +115,11 @@ def stage_totals(text: str) -> StageTotals:
                 if s.labels.get("source") == "prefill":
                     figures["led"] = figures.get("led", 0.0) + s.value
     return StageTotals(**figures)
+
+
+def scrape_stages(url: str) -> StageTotals:
+    """``stage_totals`` of the pdserve server at ``url`` now (all zero when it does not answer)."""
+    return stage_totals(http_get(f"{url}/metrics", timeout_s=5.0) or "")
 
 
 def stage_means(before: StageTotals, after: StageTotals) -> dict[str, float | None]:
