@@ -10,10 +10,6 @@ from worker.engine import EngineAdapter, EngineRequest
 from worker.roles import DutyFailed, Role, register_role
 
 
-class PrefillFailed(DutyFailed):
-    """The engine finished the prompt without holding its blocks for a remote decode."""
-
-
 async def run_prefill(engine: EngineAdapter, call: PrefillCall) -> KVHandoff:
     """Run the call's prompt with ``max_tokens=1`` and ``remote_decode``; return the handoff.
 
@@ -21,7 +17,7 @@ async def run_prefill(engine: EngineAdapter, call: PrefillCall) -> KVHandoff:
     The handoff's ``first_token`` is the sampled token (filled in here if the engine left it unset), and
     ``first_token_stops`` says whether the engine finished on it with reason ``stop`` (EOS or a stop id)
     rather than at the one-token cap.
-    Raises ``PrefillFailed`` if the engine returned no handoff (e.g. the request was aborted) and
+    Raises ``DutyFailed`` if the engine returned no handoff (e.g. the request was aborted) and
     ``ValueError`` if the engine rejected the request.
     """
     request = EngineRequest(
@@ -42,7 +38,7 @@ async def run_prefill(engine: EngineAdapter, call: PrefillCall) -> KVHandoff:
             handoff = delta.handoff
             reason = delta.finish_reason
     if handoff is None:
-        raise PrefillFailed(f"prefill of {call.request_id} returned no KV handoff (finish reason {reason})")
+        raise DutyFailed(f"prefill of {call.request_id} returned no KV handoff (finish reason {reason})")
     if handoff.first_token < 0 and first_token >= 0:
         handoff = replace(handoff, first_token=first_token)
     return replace(handoff, first_token_stops=reason == "stop")

@@ -43,15 +43,6 @@ def stable_candidates(ephemeral: tuple[int, int]) -> list[range]:
     return [span for span in spans if len(span) > 0]
 
 
-def _nth(spans: list[range], index: int) -> int:
-    """The ``index``-th port of ``spans`` taken end to end."""
-    for span in spans:
-        if index < len(span):
-            return span[index]
-        index -= len(span)
-    raise IndexError(index)
-
-
 def _binds(host: str, port: int, stack: contextlib.ExitStack) -> bool:
     sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
     try:
@@ -66,14 +57,13 @@ def free_ports(count: int, host: str = "127.0.0.1", rng: random.Random | None = 
     together while probing, so no repeats). Falls back to kernel-picked ports when the stable ranges
     yield too few within ``MAX_PROBES`` tries."""
     pick = rng or random.SystemRandom()
-    spans = stable_candidates(ephemeral_range())
-    total = sum(len(span) for span in spans)
+    candidates = [port for span in stable_candidates(ephemeral_range()) for port in span]
     with contextlib.ExitStack() as stack:
         ports: list[int] = []
-        for _ in range(MAX_PROBES if total else 0):
+        for _ in range(MAX_PROBES if candidates else 0):
             if len(ports) == count:
                 break
-            port = _nth(spans, pick.randrange(total))
+            port = pick.choice(candidates)
             if port not in ports and _binds(host, port, stack):
                 ports.append(port)
         while len(ports) < count:

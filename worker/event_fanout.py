@@ -44,9 +44,7 @@ class EventFanout:
                         with contextlib.suppress(asyncio.QueueEmpty):
                             queue.get_nowait()
                         queue.put_nowait(_END)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
+        except Exception:  # cancellation (``close``) is no Exception: it propagates
             log.exception("KV event stream of the engine failed")
 
     async def subscribe(self) -> AsyncIterator[KvEventBatch]:
@@ -56,7 +54,7 @@ class EventFanout:
         try:
             while True:
                 item = await queue.get()
-                if item is _END or item is None:
+                if item is _END:
                     return
                 yield item
         finally:

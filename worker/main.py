@@ -91,8 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("PDSERVE_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s [worker] %(name)s: %(message)s", stream=sys.stderr)
     for spec in specs:
-        for key, value in spec.engine.env:
-            os.environ[key] = value
+        os.environ.update(spec.engine.env)
         if spec.engine.cpu_share is not None:  # before any thread starts: they inherit the mask
             from worker.cpu_share import pin
 

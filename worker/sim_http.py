@@ -112,7 +112,6 @@ async def run(args: argparse.Namespace, ready: Ready | None = None, stop: asynci
     """Serve until ``stop`` is set, or SIGTERM/SIGINT when ``stop`` is None; then shut down everything."""
     import uvicorn
 
-    from worker.engine import build_engine
     from worker.engines.sim.adapter import SimEngine
     from worker.engines.sim.openai_face import SimOpenAIFace
     from worker.engines.sim.text import Tokenizer
@@ -144,8 +143,7 @@ async def run(args: argparse.Namespace, ready: Ready | None = None, stop: asynci
         for i, sock in enumerate(sockets):
             spec = EngineSpec(model=args.served_model_name or "", worker_id=f"{args.worker_id_prefix}-{i}",
                               role="both", args=sim_args, handoff_host=args.host)
-            engine = build_engine(spec)
-            assert isinstance(engine, SimEngine)
+            engine = SimEngine(spec)
             engines.append(engine)
             await engine.start()
             host = _url_host(args.host)

@@ -19,9 +19,7 @@ def _cache_salt(extra_keys: Any, lora_name: str | None) -> str | None:
     """The cache_salt string vLLM folds into a first block's hash, from the event's ``extra_keys``. A LoRA
     request's keys start with the adapter's name (vLLM orders them: adapter, then cache_salt), which is
     not a salt."""
-    if not extra_keys:
-        return None
-    first = extra_keys[0]
+    first = extra_keys[0] if extra_keys else None
     if not first:
         return None
     strings = [k for k in first if isinstance(k, str)]

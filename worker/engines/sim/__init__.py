@@ -7,7 +7,5 @@ core), ``adapter`` (the asyncio ``EngineAdapter``, registered here by importing 
 """
 
 from worker.engines.sim.adapter import KvPullError, SimEngine
-from worker.engines.sim.block_manager import BlockManager, block_hash
-from worker.engines.sim.profile import SimProfile, profile_for
 
-__all__ = ["BlockManager", "KvPullError", "SimEngine", "SimProfile", "block_hash", "profile_for"]
+__all__ = ["KvPullError", "SimEngine"]

@@ -206,14 +206,11 @@ class SimEngine:
     def _deliver(self, outputs: list[Output]) -> None:
         for out in outputs:
             stream = self._streams.get(out.request_id)
-            handoff = None
-            if out.held_blocks is not None:
-                if stream is None:
+            if stream is None:  # aborted meanwhile: nobody will pull blocks it holds
+                if out.held_blocks is not None:
                     self.core.release(out.lease)
-                    continue
-                handoff = self._hold(out, stream.request)
-            if stream is None:
                 continue
+            handoff = self._hold(out, stream.request) if out.held_blocks is not None else None
             stream.push(out.token_ids, out.finish_reason, out.num_cached_tokens, handoff)
             if out.finish_reason is not None:
                 del self._streams[out.request_id]

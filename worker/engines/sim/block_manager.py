@@ -108,10 +108,7 @@ class BlockManager:
     def match(self, token_ids: Sequence[int], cache_salt: str | None = None) -> int:
         """Cached tokens ``allocate`` would reuse for a new sequence with these tokens: the leading
         cached full blocks that end before its last token, times ``block_size``."""
-        if not self.enable_caching:
-            return 0
-        limit = max(len(token_ids) - 1, 0) // self.block_size
-        return len(self._match(token_ids, cache_salt, limit)) * self.block_size
+        return len(self._match(token_ids, cache_salt)) * self.block_size
 
     def blocks_for(self, num_tokens: int) -> int:
         """Blocks needed to hold ``num_tokens`` tokens."""
@@ -129,8 +126,7 @@ class BlockManager:
         """
         if seq_id in self._tables:
             raise ValueError(f"sequence {seq_id!r} already holds blocks")
-        limit = max(len(token_ids) - 1, 0) // self.block_size
-        hits = self._match(token_ids, cache_salt, limit) if self.enable_caching else []
+        hits = self._match(token_ids, cache_salt)
         need = self.blocks_for(num_tokens) - len(hits)
         evictable_hits = sum(1 for _, b in hits if self._ref[b] == 0)
         if need > len(self._free) - evictable_hits:
@@ -227,10 +223,12 @@ class BlockManager:
         return batch
 
     # ----------------------------------------------------------------- internals
-    def _match(self, token_ids: Sequence[int], salt: str | None, limit: int) -> list[tuple[int, int]]:
+    def _match(self, token_ids: Sequence[int], salt: str | None) -> list[tuple[int, int]]:
+        if not self.enable_caching:
+            return []
         hits: list[tuple[int, int]] = []
         parent, bs = None, self.block_size
-        for i in range(limit):
+        for i in range(max(len(token_ids) - 1, 0) // bs):
             h = block_hash(parent, token_ids[i * bs:(i + 1) * bs], salt if i == 0 else None)
             b = self._cached.get(h)
             if b is None:

@@ -20,17 +20,12 @@ import time
 
 from protocol.engine_args import SimArgs
 from protocol.types import SamplingSpec
-from worker.engine import EngineRequest, EngineSpec, build_engine
+from worker.engine import EngineRequest, EngineSpec
 from worker.engines.sim.adapter import SimEngine
 
 
 def _engines(n: int, role: str, args: SimArgs) -> list[SimEngine]:
-    out = []
-    for i in range(n):
-        engine = build_engine(EngineSpec(model="", worker_id=f"{role}-{i}", role=role, args=args))
-        assert isinstance(engine, SimEngine)
-        out.append(engine)
-    return out
+    return [SimEngine(EngineSpec(model="", worker_id=f"{role}-{i}", role=role, args=args)) for i in range(n)]
 
 
 def _steps(engines: list[SimEngine]) -> int:

@@ -36,7 +36,6 @@ from worker.engines.sim.timing import StepShape, chunk_attn_pairs, kv_bytes, ste
 @dataclass(frozen=True)
 class StepPlan:
     schedule: ScheduleOutput
-    shape: StepShape
     duration_s: float
 
 
@@ -147,9 +146,6 @@ class SimEngineCore:
         return True
 
     # ----------------------------------------------------------------- steps
-    def has_work(self) -> bool:
-        return self.scheduler.has_work()
-
     def begin_step(self) -> StepPlan | None:
         """Plan one step; None if it would neither compute nor start a pull."""
         if not self.scheduler.has_work():
@@ -157,8 +153,7 @@ class SimEngineCore:
         schedule = self.scheduler.schedule()
         if not schedule.chunks and not schedule.pulls:
             return None
-        shape = _shape(schedule.chunks)
-        return StepPlan(schedule, shape, step_time(self.profile, shape))
+        return StepPlan(schedule, step_time(self.profile, _shape(schedule.chunks)))
 
     def finish_step(self, plan: StepPlan) -> list[Output]:
         outputs = []
@@ -240,13 +235,9 @@ class SimEngineCore:
 
     def _finish_reason(self, req: _Request, token: int) -> str | None:
         sampling, seq = req.request.sampling, req.seq
-        if token == self.profile.eos_token_id and not sampling.ignore_eos:
+        if (token == self.profile.eos_token_id and not sampling.ignore_eos) or token in sampling.stop_token_ids:
             return "stop"
-        if token in sampling.stop_token_ids:
-            return "stop"
-        if len(seq.token_ids) - seq.num_prompt_tokens >= req.max_tokens:
-            return "length"
-        if len(seq.token_ids) >= self.max_model_len:
+        if len(seq.token_ids) - seq.num_prompt_tokens >= req.max_tokens or len(seq.token_ids) >= self.max_model_len:
             return "length"
         return None
 

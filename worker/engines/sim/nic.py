@@ -41,10 +41,7 @@ _NICS: weakref.WeakValueDictionary[str, Nic] = weakref.WeakValueDictionary()
 def nic_for(host: str) -> Nic:
     """The NIC of ``host`` in this process: one object for every engine that names the host (kept while
     one of them holds it)."""
-    nic = _NICS.get(host)
-    if nic is None:
-        nic = _NICS[host] = Nic(host)
-    return nic
+    return _NICS.setdefault(host, Nic(host))
 
 
 @dataclass(frozen=True)

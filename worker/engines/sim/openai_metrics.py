@@ -44,10 +44,6 @@ class VllmMetrics(Collector):
         gauges = (("vllm:num_requests_running", "Number of requests in model execution batches.", load.running),
                   ("vllm:num_requests_waiting", "Number of requests waiting to be processed.", load.waiting),
                   ("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", load.kv_usage))
-        for name, doc, value in gauges:
-            gauge = GaugeMetricFamily(name, doc, labels=names)
-            gauge.add_metric(values, value)
-            yield gauge
         counters = (
             ("vllm:prefix_cache_queries", "Prefix cache queries, in terms of number of queried tokens.",
              load.prefix_cache_queries),
@@ -57,10 +53,11 @@ class VllmMetrics(Collector):
              self._engine.core.scheduler.num_preemptions),
             ("vllm:prompt_tokens", "Number of prefill tokens processed.", counts.prompt_tokens),
             ("vllm:generation_tokens", "Number of generation tokens processed.", counts.generation_tokens))
-        for name, doc, total in counters:
-            counter = CounterMetricFamily(name, doc, labels=names)
-            counter.add_metric(values, total)
-            yield counter
+        for family, rows in ((GaugeMetricFamily, gauges), (CounterMetricFamily, counters)):
+            for name, doc, value in rows:
+                metric = family(name, doc, labels=names)
+                metric.add_metric(values, value)
+                yield metric
         success = CounterMetricFamily("vllm:request_success", "Count of successfully processed requests.",
                                       labels=[*names, "finished_reason"])
         for reason in FINISH_REASONS:

@@ -11,7 +11,7 @@ half-served: it is refused with a 400 naming the field.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator, model_validator
 
@@ -39,13 +39,6 @@ VLLM_CHAT_FIELDS = VLLM_COMMON_FIELDS | {
     "add_generation_prompt", "chat_template", "chat_template_kwargs", "continue_final_message", "documents",
     "include_reasoning", "max_completion_tokens", "media_io_kwargs", "messages", "mm_processor_kwargs",
     "parallel_tool_calls", "reasoning_effort", "return_prompt_text", "tool_choice", "tools", "top_logprobs"}
-
-
-def _vllm_known(body: object, fields: frozenset[str]) -> object:
-    """``body`` without the keys vLLM would ignore (not fields of its request model); a new dict."""
-    if isinstance(body, dict):
-        return {k: v for k, v in body.items() if k in fields}
-    return body
 
 
 class StreamOptions(_Strict):
@@ -90,6 +83,7 @@ class _Sampling(_Strict):
     the position and a sampling nonce (0 when ``temperature`` is 0, from ``seed`` when set, else random);
     ``top_p`` is carried but changes nothing. ``max_tokens`` None: up to the context length."""
 
+    VLLM_FIELDS: ClassVar[frozenset[str]]  # the endpoint's request fields in vLLM; others are dropped
     model: str | None = None
     max_tokens: Annotated[StrictInt, Field(ge=1)] | None = None
     temperature: Annotated[float, Field(strict=True, ge=0.0, le=2.0)] | None = None
@@ -109,6 +103,12 @@ class _Sampling(_Strict):
     # No-op values only: the sim engine returns no log probabilities and its text has no special tokens.
     logprobs: Literal[False] | None = None
     skip_special_tokens: Literal[True] = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_unknown_to_vllm(cls, body: object) -> object:
+        """``body`` without the keys vLLM would ignore (not fields of its request model); a new dict."""
+        return {k: v for k, v in body.items() if k in cls.VLLM_FIELDS} if isinstance(body, dict) else body
 
     @field_validator("stop")
     @classmethod
@@ -130,6 +130,7 @@ class CompletionRequest(_Sampling):
     """``/v1/completions``: one prompt, as text (needs the server's tokenizer) or as token ids.
     ``max_tokens`` defaults to 16, as vLLM's."""
 
+    VLLM_FIELDS = VLLM_COMPLETION_FIELDS
     prompt: Annotated[str, Field(min_length=1)] | Annotated[list[Annotated[StrictInt, Field(ge=0)]],
                                                             Field(min_length=1)]
     max_tokens: Annotated[StrictInt, Field(ge=1)] | None = 16
@@ -137,11 +138,6 @@ class CompletionRequest(_Sampling):
     suffix: None = None
     add_special_tokens: StrictBool = True
     logprobs: None = None  # completions' logprobs is a count; no-op only when absent or null
-
-    @model_validator(mode="before")
-    @classmethod
-    def _drop_unknown_to_vllm(cls, body: object) -> object:
-        return _vllm_known(body, VLLM_COMPLETION_FIELDS)
 
 
 class TextPart(_Strict):
@@ -165,17 +161,13 @@ class ChatCompletionRequest(_Sampling):
     ``max_completion_tokens`` is OpenAI's newer name for ``max_tokens`` and wins when both are given
     (vLLM's rule; routers that turn a request into a prefill set both)."""
 
+    VLLM_FIELDS = VLLM_CHAT_FIELDS
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_completion_tokens: Annotated[StrictInt, Field(ge=1)] | None = None
     add_generation_prompt: StrictBool = True
     continue_final_message: Literal[False] = False
     top_logprobs: Literal[0] | None = None
     include_reasoning: StrictBool = True  # no reasoning parser: a no-op either way, as in vLLM without one
-
-    @model_validator(mode="before")
-    @classmethod
-    def _drop_unknown_to_vllm(cls, body: object) -> object:
-        return _vllm_known(body, VLLM_CHAT_FIELDS)
 
     def limit(self) -> int | None:
         """The output budget asked for (None: what the context leaves)."""

@@ -45,10 +45,8 @@ class Call:
 def prefill_params(handoff: KVHandoff) -> Body:
     """The ``kv_transfer_params`` vLLM's NixlConnector (pull mode) returns for a finished prefill:
     ``request_finished``'s keys, with the held blocks named by pdserve's handoff record."""
-    params: Body = dict(handoff_to_vllm(handoff))
-    params.update(dcp_size=1, pp_size=1, remote_num_tokens=handoff.prompt_tokens, remote_blocks_expiry_time=None,
-                  transfer_mode="pull")
-    return params
+    return {**handoff_to_vllm(handoff), "dcp_size": 1, "pp_size": 1, "remote_num_tokens": handoff.prompt_tokens,
+            "remote_blocks_expiry_time": None, "transfer_mode": "pull"}
 
 
 def _choice(call: Call, text: str, ids: list[int], finish: str | None, *, stream: bool, first: bool) -> Body:

@@ -132,14 +132,11 @@ class Scheduler:
         seq = self._seqs.pop(seq_id, None)
         if seq is None:
             return False
-        if seq.status is Status.RUNNING:
-            self.running.remove(seq)
-        elif seq.status is Status.WAITING:
-            self.waiting.remove(seq)
-        elif seq.status is Status.PULLING:
+        if seq.status is Status.PULLING:
             del self.pulling[seq_id]
         else:
-            self.ready.remove(seq)
+            queues = {Status.RUNNING: self.running, Status.WAITING: self.waiting, Status.READY: self.ready}
+            queues[seq.status].remove(seq)
         if self.blocks.has(seq_id):
             self.blocks.free(seq_id)
         return True
@@ -178,12 +175,11 @@ class Scheduler:
                 preempted.append(victim.seq_id)
                 if victim is seq:
                     break
-            else:
-                chunks.append(self._chunk(seq, n))
-                budget -= n
-                i += 1
-                continue
-            break
+            if seq.status is not Status.RUNNING:  # it preempted itself: nothing more fits
+                break
+            chunks.append(self._chunk(seq, n))
+            budget -= n
+            i += 1
         pulls: list[Pull] = []
         if not preempted:
             budget = self._admit_ready(budget, chunks)

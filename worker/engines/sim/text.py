@@ -16,7 +16,6 @@ class Tokenizer:
         from transformers import AutoTokenizer
 
         self._tok: Any = AutoTokenizer.from_pretrained(path)
-        self.path = path
         self.eos_token_id: int | None = self._tok.eos_token_id
         self.vocab_size: int = len(self._tok)
 

@@ -89,13 +89,9 @@ def to_vllm_event(event: KvEvent) -> BlockStored | BlockRemoved | AllBlocksClear
     vLLM's ``to_event_extra_keys`` makes it: the LoRA name on every block, then the cache salt on the first
     block of a sequence (``parent_block_hash`` None); None for a block without either."""
     if isinstance(event, SimStored):
-        n = len(event.block_hashes)
-        keys: list[tuple[Any, ...] | None] = []
-        for i in range(n):
-            key = (event.lora,) if event.lora else ()
-            if i == 0 and event.parent_block_hash is None and event.cache_salt:
-                key = (*key, event.cache_salt)
-            keys.append(key or None)
+        lora = (event.lora,) if event.lora else ()
+        first = (*lora, event.cache_salt) if event.parent_block_hash is None and event.cache_salt else lora
+        keys = [(first if i == 0 else lora) or None for i in range(len(event.block_hashes))]
         return BlockStored(block_hashes=list(event.block_hashes), parent_block_hash=event.parent_block_hash,
                            token_ids=list(event.token_ids), block_size=event.block_size, lora_id=None,
                            medium=MEDIUM_GPU, lora_name=event.lora, extra_keys=keys or None, group_idx=0)
@@ -167,11 +163,6 @@ class ZmqKvEventPublisher:
             self.close()
             raise
 
-    def start_replay(self) -> None:
-        """Serve replay requests (a task on the running loop); no-op without a replay endpoint."""
-        if self._replay is not None and self._replay_task is None:
-            self._replay_task = asyncio.create_task(self._serve_replay(), name="kv-events-replay")
-
     def publish(self, batch: KvEventBatch) -> None:
         """Send ``batch`` now (non-blocking; past the high-water mark ZMQ drops it for slow subscribers)."""
         payload = encode_batch(batch, self._encoder, self._rank)
@@ -182,8 +173,10 @@ class ZmqKvEventPublisher:
         self.published += 1
 
     async def run(self, batches: AsyncIterator[KvEventBatch]) -> None:
-        """Publish every batch of ``batches`` (e.g. ``engine.kv_events()``) until it ends."""
-        self.start_replay()
+        """Publish every batch of ``batches`` (e.g. ``engine.kv_events()``) until it ends, and serve replay
+        requests meanwhile (when there is a replay endpoint)."""
+        if self._replay is not None and self._replay_task is None:
+            self._replay_task = asyncio.create_task(self._serve_replay(), name="kv-events-replay")
         async for batch in batches:
             self.publish(batch)
 
