@@ -21,7 +21,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Collection
+from dataclasses import replace
 
 from orchestrator.config import ServerConfig
 from orchestrator.errors import NoHealthyWorker, WorkerError
@@ -76,9 +77,7 @@ class RequestFlow:
         self._meter = FlowMeter(metrics, self.links, kv_bytes_per_token)
         self._releaser = HandoffReleaser(prefill, decode, metrics, server)
 
-    def _states(self, pool: WorkerPool | None, exclude: set[str] = frozenset()) -> list[WorkerState]:  # type: ignore[assignment]
-        if pool is None:
-            return []
+    def _states(self, pool: WorkerPool, exclude: Collection[str] = ()) -> list[WorkerState]:
         return [worker_state(h, pool.queue_bound) for h in pool if h.worker_id not in exclude]
 
     async def place(self, req: FlowRequest) -> Placement:
@@ -198,7 +197,7 @@ class RequestFlow:
                     raise
             except asyncio.CancelledError:
                 self._meter.prefill_failed(handle, time.perf_counter())
-                await self._abort_on(handle, call.request_id, "prefill")
+                await abort_on(self._metrics, handle, call.request_id, "prefill")
                 raise
             finally:
                 handle.in_flight -= 1
@@ -214,7 +213,7 @@ class RequestFlow:
         before it sent a token is retried, recomputed or failed by ``on_pull_failure``, once; the retry's
         chunks follow on this same stream."""
         current = placement
-        meter = self._meter.stream(placement)
+        meter = StreamMeter(self._meter, placement)
         lead = lead_chunk(req.sampling, placement.handoff, self._router.block_size) if self._lead_token else None
         produced = reseated = voided = False
         try:
@@ -270,9 +269,7 @@ class RequestFlow:
             return self._place_local(route, local, failed.route_reason, failed.started)
         source = self._prefill.find(failed.prefill_worker)
         decision = self._route_decode(route, source.host if source else "", avoid=failed.decode_worker)
-        return Placement(decision.worker_id, failed.prefill_worker, failed.route_reason, failed.handoff,
-                         failed.predicted_cached_tokens, failed.started, self._seat(decision.worker_id, source=source),
-                         failed.prefill_attempt)
+        return replace(failed, decode_worker=decision.worker_id, seat=self._seat(decision.worker_id, source=source))
 
     @staticmethod
     def _mark_down(pool: WorkerPool | None, worker_id: str) -> None:
@@ -307,15 +304,16 @@ class RequestFlow:
                             lora=req.lora)
         if lead is not None:
             call = continuation(call, lead)
-        meter.sent(placement, handle.host, self._source_host(placement), time.perf_counter())
+        # The handoff is pulled from its prefill worker's host, or its own once that worker left its pool.
+        source = self._prefill.find(placement.prefill_worker) if self._prefill and placement.prefill_worker else None
+        source_host = None if placement.handoff is None else (source.host if source else placement.handoff.host)
+        meter.sent(placement, handle.host, source_host, time.perf_counter())
         finished = False
         try:
             chunks = handle.client.generate(
                 call, self._server.first_token_timeout_s, self._server.inter_token_timeout_s,
                 deadline_s=self._server.request_timeout_s,  # no decode outlives the request, even unobserved
             )
-            source = self._prefill.find(placement.prefill_worker) if self._prefill and placement.prefill_worker \
-                else None
             async for chunk in until_source_lost(chunks, source, placement.decode_worker):
                 if meter.chunk(chunk, time.perf_counter()):
                     placement.seat.prefilled()
@@ -325,17 +323,9 @@ class RequestFlow:
             # Here, not after the loop: the caller closes this generator right after the finished chunk (or
             # on a stop string), so code after the loop would never run.
             if not finished:
-                await self._abort_on(handle, call.request_id, "decode")
+                await abort_on(self._metrics, handle, call.request_id, "decode")
                 if not meter.decode_started:
                     await self._free_handoff(req, placement)
-
-    def _source_host(self, placement: Placement) -> str | None:
-        """The host of the prefill worker holding ``placement``'s handoff (the handoff's own host once that
-        worker left its pool); None without a handoff."""
-        if placement.handoff is None:
-            return None
-        source = self._prefill.find(placement.prefill_worker) if self._prefill and placement.prefill_worker else None
-        return source.host if source is not None else placement.handoff.host
 
     async def release(self, req: FlowRequest, placement: Placement) -> None:
         """End ``placement`` if its decode never started (the client left, or the answer failed before):
@@ -355,9 +345,6 @@ class RequestFlow:
 
     def observe_cached(self, tokens: int) -> None:
         self._metrics.cached_tokens.labels("observed").inc(tokens)
-
-    async def _abort_on(self, handle: WorkerHandle, request_id: str, role: str) -> None:
-        await abort_on(self._metrics, handle, request_id, role)
 
 
 def _prefill_id(request_id: str, attempt: str) -> str:

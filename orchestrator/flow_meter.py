@@ -44,10 +44,6 @@ class FlowMeter:
         handle.prefill_speed.failed(now)
 
     # ----------------------------------------------------------------- decode
-    def stream(self, placement: Placement) -> StreamMeter:
-        """The meter of one request's answer stream, first placed at ``placement``."""
-        return StreamMeter(self, placement)
-
     def handoff(self, handoff: KVHandoff, seconds: float) -> None:
         self.metrics.handoff_latency.observe(seconds)
         self.metrics.handoff_blocks.inc(handoff.num_blocks)

@@ -26,34 +26,29 @@ async def until_source_lost(chunks: AsyncIterator[TokenChunk], source: WorkerHan
     marked down or replaced by a restart. Cancels the pending read and closes ``chunks`` when it ends."""
     it = aiter(chunks)
     client = source.client if source is not None else None
-    watching = source is not None
     try:
-        while True:
-            if not watching:
-                try:
-                    chunk = await anext(it)
-                except StopAsyncIteration:
-                    return
-            else:
-                pending = asyncio.ensure_future(anext(it))
-                try:
-                    while not pending.done():
-                        await asyncio.wait({pending}, timeout=poll_s)
-                        assert source is not None
-                        if not pending.done() and (not source.healthy or source.client is not client):
-                            raise WorkerError(decode_worker, f"the prefill worker {source.worker_id} holding this "
-                                              "request's KV went down before the decode read it",
-                                              void_reason="source_gone")
-                finally:
-                    if not pending.done():
-                        pending.cancel()
-                        with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, Exception):
-                            await pending
-                try:
-                    chunk = pending.result()
-                except StopAsyncIteration:
-                    return
-                watching = not chunk.token_ids
+        while source is not None:  # until the first chunk with tokens: the handoff was read
+            pending = asyncio.ensure_future(anext(it))
+            try:
+                while not pending.done():
+                    await asyncio.wait({pending}, timeout=poll_s)
+                    if not pending.done() and (not source.healthy or source.client is not client):
+                        raise WorkerError(decode_worker, f"the prefill worker {source.worker_id} holding this "
+                                          "request's KV went down before the decode read it",
+                                          void_reason="source_gone")
+            finally:
+                if not pending.done():
+                    pending.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, Exception):
+                        await pending
+            try:
+                chunk = pending.result()
+            except StopAsyncIteration:
+                return
+            yield chunk
+            if chunk.token_ids:
+                break
+        async for chunk in it:
             yield chunk
     finally:
         close = getattr(it, "aclose", None)

@@ -150,10 +150,6 @@ class WorkerProcess:
             time.sleep(0.2)
         return [ready[s.worker_id] for s in self.specs]
 
-    @property
-    def pid(self) -> int | None:
-        return None if self._proc is None else self._proc.pid
-
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 

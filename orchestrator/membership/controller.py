@@ -73,14 +73,13 @@ class Membership:
         self._busy: set[str] = set()  # processes being restarted or stopped
         self._supervisor: asyncio.Task[None] | None = None
         self._closing = False
-        now = time.time()
         if not endpoints:  # workers someone else started: as the pools know them
             endpoints = [WorkerEndpoint(worker_id=h.worker_id, role=h.description.role, address=h.client.address,
                                         pid=0, node=h.host) for name in ("prefill", "decode")
                          for h in (service.pool(name) if name == "decode" or service.prefill else ())]
         for endpoint in endpoints:
             member = Member(worker_id=endpoint.worker_id, role=endpoint.role, pool=self._pool_of(endpoint.role),
-                            process=endpoint.process, phase="running", since=now)
+                            process=endpoint.process, phase="running")
             self._record(member, endpoint)
             self.registry.add(member)
 
@@ -95,8 +94,7 @@ class Membership:
         return "both" if self._config.colocated else pool
 
     def _handle(self, member: Member) -> WorkerHandle | None:
-        pool = self._service.pool(member.pool)
-        return pool.get(member.worker_id) if member.worker_id in pool else None
+        return self._service.pool(member.pool).find(member.worker_id)
 
     def knows(self, worker_id: str) -> bool:
         """True when ``worker_id`` is a member (of this model's pools)."""
@@ -154,10 +152,6 @@ class Membership:
         member.node, member.address, member.pid = endpoint.node, endpoint.address, endpoint.pid
         member.side_channel, member.process = endpoint.side_channel, endpoint.process or member.process
 
-    def _set_phase(self, member: Member, phase: str) -> None:
-        member.phase = phase  # type: ignore[assignment]
-        member.since = time.time()
-
     # -- supervision ---------------------------------------------------------------------------------
     async def _supervise(self) -> None:
         assert self._launcher is not None
@@ -189,7 +183,7 @@ class Membership:
                     await self._remove(m)
                 return
             for m in members:
-                self._set_phase(m, "restarting")
+                m.phase = "restarting"
             await self._restart(process)
         finally:
             self._busy.discard(process)
@@ -207,7 +201,7 @@ class Membership:
                     self._record(member, endpoint)
                     member.restarts += 1
                     member.last_error = ""
-                    self._set_phase(member, "running")
+                    member.phase = "running"
                     self._service.metrics.worker_restarts.labels(member.worker_id).inc()
                     log.info("worker %s is back at %s", member.worker_id, member.address)
                 return
@@ -235,8 +229,7 @@ class Membership:
             added = []
             for plan in plans:
                 for spec in plan.workers:
-                    member = Member(worker_id=spec.worker_id, role=role, pool=pool, process=plan.name,
-                                    since=time.time())
+                    member = Member(worker_id=spec.worker_id, role=role, pool=pool, process=plan.name)
                     self.registry.add(member)
                     added.append(member.worker_id)
                 self._spawn(lambda plan=plan: self._add(plan), f"add-{plan.name}")  # type: ignore[misc]
@@ -261,7 +254,7 @@ class Membership:
                 member = self.registry.members[endpoint.worker_id]
                 await self._service.join(endpoint, member.pool)
                 self._record(member, endpoint)
-                self._set_phase(member, "running")
+                member.phase = "running"
                 log.info("worker %s joined %s at %s", member.worker_id, member.pool, member.address)
         except Exception as exc:
             log.warning("starting %s failed: %s", plan.name, exc)
@@ -291,7 +284,7 @@ class Membership:
         handle = self._handle(member)
         if handle is not None:
             handle.draining = True
-        self._set_phase(member, "draining")
+        member.phase = "draining"
         self._spawn(lambda: self._finish_drain(member), f"drain-{member.worker_id}")
 
     async def _finish_drain(self, member: Member) -> None:

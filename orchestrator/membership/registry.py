@@ -31,7 +31,6 @@ class Member:
     side_channel: str | None = None
     pid: int = 0
     restarts: int = 0
-    since: float = 0.0  # wall time of the last phase change
     last_error: str = ""
 
 
@@ -56,9 +55,9 @@ class MemberView:
 
 def state_of(member: Member, healthy: bool | None) -> State:
     """The operator's state of ``member``; ``healthy`` is its pool handle's health (None: not in a pool)."""
-    if member.phase in ("starting",):
+    if member.phase == "starting":
         return "starting"
-    if member.phase == "restarting" or healthy is False or healthy is None:
+    if member.phase == "restarting" or not healthy:
         return "down"
     return "draining" if member.phase == "draining" else "healthy"
 

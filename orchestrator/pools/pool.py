@@ -109,9 +109,6 @@ class WorkerPool:
         """The handle of ``worker_id``, or None once it left the pool."""
         return self._handles.get(worker_id)
 
-    def healthy(self) -> list[WorkerHandle]:
-        return [h for h in self._handles.values() if h.healthy]
-
     def routable(self) -> list[WorkerHandle]:
         """Healthy workers that take new requests (not draining)."""
         return [h for h in self._handles.values() if h.routable]

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from pydantic import Field
 
-from .plugin import Filter, PluginEnv, PluginParams
+from .plugin import Filter, PluginParams
 from .request import RouteRequest, WorkerState
 
 
@@ -25,11 +25,9 @@ class KvHeadroomFilter(Filter):
     class Params(PluginParams):
         max_usage: float = Field(default=0.95, gt=0, le=1)
 
-    def __init__(self, params: Params, env: PluginEnv) -> None:
-        super().__init__(params, env)
-        self.max_usage = params.max_usage
+    params: Params
 
     def apply(self, request: RouteRequest, workers: tuple[WorkerState, ...],
               match: Mapping[str, int]) -> tuple[WorkerState, ...]:
-        kept = tuple(w for w in workers if w.kv_usage <= self.max_usage)
+        kept = tuple(w for w in workers if w.kv_usage <= self.params.max_usage)
         return kept or workers

@@ -99,13 +99,11 @@ class SoftmaxPicker(_SeededPicker):
     class Params(_SeededPicker.Params):
         temperature: float = Field(default=0.05, ge=0)
 
-    def __init__(self, params: Params, env: PluginEnv) -> None:
-        super().__init__(params, env)
-        self.temperature = params.temperature
+    params: Params
 
     def pick(self, cands: Candidates, scores: Sequence[float]) -> int:
-        if self.temperature == 0:
+        if self.params.temperature == 0:
             return best_index(cands, scores, self._rng)
         top = max(scores)
-        weights = [math.exp((s - top) / self.temperature) for s in scores]
+        weights = [math.exp((s - top) / self.params.temperature) for s in scores]
         return self._rng.choices(range(len(scores)), weights=weights)[0]

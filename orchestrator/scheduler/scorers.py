@@ -57,10 +57,10 @@ class SessionScorer(Scorer):
         vnodes: int = Field(default=64, ge=1, le=4096)
         load_factor: float = Field(default=1.25, ge=1.0)
 
+    params: Params
+
     def __init__(self, params: Params, env: PluginEnv) -> None:
         super().__init__(params, env)
-        self.vnodes = params.vnodes
-        self.load_factor = params.load_factor
         self._rings: dict[tuple[str, ...], HashRing] = {}
 
     def _ring(self, ids: tuple[str, ...]) -> HashRing:
@@ -68,7 +68,7 @@ class SessionScorer(Scorer):
         if ring is None:
             if len(self._rings) >= 8:
                 self._rings.clear()
-            ring = self._rings[ids] = HashRing(ids, self.vnodes)
+            ring = self._rings[ids] = HashRing(ids, self.params.vnodes)
         return ring
 
     def score(self, cands: Candidates) -> Sequence[float] | None:
@@ -76,7 +76,7 @@ class SessionScorer(Scorer):
         if key is None:
             return None
         loads = {w.worker_id: w.load for w in cands.workers}
-        target = bounded_load_choice(self._ring(tuple(sorted(loads))), key, loads, self.load_factor)
+        target = bounded_load_choice(self._ring(tuple(sorted(loads))), key, loads, self.params.load_factor)
         return [1.0 if w.worker_id == target else 0.0 for w in cands.workers]
 
 
@@ -93,16 +93,13 @@ class KvAwareScorer(Scorer):
         default_tokens_per_s: float = Field(default=10_000.0, gt=0)
         overhead_s: float = Field(default=0.001, gt=0)
 
-    def __init__(self, params: Params, env: PluginEnv) -> None:
-        super().__init__(params, env)
-        self.default_rate = params.default_tokens_per_s
-        self.overhead_s = params.overhead_s
+    params: Params
 
     def estimates(self, cands: Candidates) -> list[float]:
         """Estimated seconds to first token on each candidate."""
-        req = cands.request
-        unknown = max((w.prefill_tokens_per_s for w in cands.workers), default=0.0) or self.default_rate
-        return [self.overhead_s + (w.queued_prefill_tokens + req.uncached_tokens(cands.matched(w)))
+        req, params = cands.request, self.params
+        unknown = max((w.prefill_tokens_per_s for w in cands.workers), default=0.0) or params.default_tokens_per_s
+        return [params.overhead_s + (w.queued_prefill_tokens + req.uncached_tokens(cands.matched(w)))
                 / (w.prefill_tokens_per_s or unknown) for w in cands.workers]
 
     def score(self, cands: Candidates) -> Sequence[float] | None:
