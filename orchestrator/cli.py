@@ -30,40 +30,35 @@ BENCH_MOVED = "the load generator is `pdserve-bench ARGS...` (or `python -m benc
 def _prepare_model(config) -> None:  # type: ignore[no-untyped-def]
     from orchestrator.model_prep import PREPARERS
 
-    path = config.model.resolved_path
-    if config.model.prepare and not (path / ".pdserve-complete").exists():
-        log.info("preparing model %s into %s (once)", config.model.prepare, path)
-        PREPARERS[config.model.prepare](path)
-    if not (path / "config.json").exists():
-        raise SystemExit(f"model folder {path} has no config.json (set model.prepare or point model.path at a model)")
-    for adapter in config.model.adapters:
-        folder = adapter.resolved_path
-        if adapter.prepare and not (folder / ".pdserve-complete").exists():
-            log.info("preparing LoRA adapter %s into %s (once)", adapter.prepare, folder)
-            PREPARERS[adapter.prepare](folder)
-        if not (folder / "adapter_config.json").exists():
-            raise SystemExit(f"LoRA adapter folder {folder} has no adapter_config.json")
+    folders = [(config.model, "model", "config.json", " (set model.prepare or point model.path at a model)")]
+    folders += [(adapter, "LoRA adapter", "adapter_config.json", "") for adapter in config.model.adapters]
+    for entry, what, marker, hint in folders:
+        path = entry.resolved_path
+        if entry.prepare and not (path / ".pdserve-complete").exists():
+            log.info("preparing %s %s into %s (once)", what, entry.prepare, path)
+            PREPARERS[entry.prepare](path)
+        if not (path / marker).exists():
+            raise SystemExit(f"{what} folder {path} has no {marker}{hint}")
 
 
-class _Server:
-    """uvicorn server whose shutdown is ours: signals set ``should_exit`` and are not re-raised, so the
+def _uvicorn_server(app, host: str, port: int):  # type: ignore[no-untyped-def]
+    """A uvicorn server whose shutdown is ours: signals set ``should_exit`` and are not re-raised, so the
     workers are stopped before the process exits."""
+    import uvicorn
 
-    def __init__(self, app, host: str, port: int) -> None:  # type: ignore[no-untyped-def]
-        import uvicorn
+    class Quiet(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
 
-        class Quiet(uvicorn.Server):
-            @contextlib.contextmanager
-            def capture_signals(self) -> Iterator[None]:
-                yield
+    return Quiet(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
 
-        self.server = Quiet(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
 
-    def bound_port(self) -> int:
-        for server in self.server.servers:
-            for sock in server.sockets:
-                return int(sock.getsockname()[1])
-        raise RuntimeError("server is not listening")
+def _bound_port(server) -> int:  # type: ignore[no-untyped-def]
+    for listener in server.servers:
+        for sock in listener.sockets:
+            return int(sock.getsockname()[1])
+    raise RuntimeError("server is not listening")
 
 
 async def _serve(deployment, launched, ready_file: str | None) -> None:  # type: ignore[no-untyped-def]
@@ -77,17 +72,17 @@ async def _serve(deployment, launched, ready_file: str | None) -> None:  # type:
     try:
         tokenizers = {config.model.name: Tokenizer(str(config.model.resolved_path)) for config in deployment}
         shared = deployment.shared.server
-        server = _Server(create_app(Frontend(served), tokenizers), shared.host, shared.port)
+        server = _uvicorn_server(create_app(Frontend(served), tokenizers), shared.host, shared.port)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, lambda: setattr(server.server, "should_exit", True))
-        task = asyncio.create_task(server.server.serve())
-        while not server.server.started and not task.done():
+            loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+        task = asyncio.create_task(server.serve())
+        while not server.started and not task.done():
             await asyncio.sleep(0.05)
         if task.done():
             await task
             return
-        url = f"http://{shared.host}:{server.bound_port()}"
+        url = f"http://{shared.host}:{_bound_port(server)}"
         print(f"PDSERVE_READY {url}", flush=True)
         for service, _ in served:
             log.info("serving %s at %s/v1 (prefill %d, decode %d workers)", service.config.model.name, url,
@@ -156,10 +151,9 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_model_prepare(args: argparse.Namespace) -> int:
-    from orchestrator.model_prep import PREPARERS, default_model_dir
+    from orchestrator.model_prep import PREPARERS
 
-    names = {"smollm2": "smollm2-135m-instruct", "tiny": "tiny-llama"}
-    path = PREPARERS[args.name](Path(args.out) if args.out else default_model_dir(names[args.name]))
+    path = PREPARERS[args.name](Path(args.out) if args.out else None)  # None: the preparer's default folder
     print(path)
     return 0
 
@@ -196,20 +190,19 @@ def cmd_keys_add(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_plan(args: argparse.Namespace) -> int:
-    """``pdserve plan ARGS`` runs ``python -m bench.planner ARGS`` in a child process: the planner drives the
-    simulated engine and the bench workloads, which the orchestrator never imports."""
+# Commands that hand every argument to a module of ``bench`` in a child process: the planner and the
+# autoscaler drive the simulated engine's timing model and the bench workloads, which the orchestrator
+# never imports. ``pdserve NAME ARGS`` runs ``python -m MODULE ARGS``.
+FORWARDED = {
+    "plan": ("bench.planner", "search the prefill:decode split for SLOs on the simulated engine"),
+    "autoscale": ("bench.planner.autoscale", "opt-in loop sizing a running server's pools for SLOs"),
+}
+
+
+def cmd_forwarded(args: argparse.Namespace) -> int:
     import subprocess
 
-    return subprocess.call([sys.executable, "-m", "bench.planner", *args.args])
-
-
-def cmd_autoscale(args: argparse.Namespace) -> int:
-    """``pdserve autoscale ARGS`` runs ``python -m bench.planner.autoscale ARGS`` in a child process (it sizes
-    with the simulated engine's timing model, which the orchestrator never imports)."""
-    import subprocess
-
-    return subprocess.call([sys.executable, "-m", "bench.planner.autoscale", *args.args])
+    return subprocess.call([sys.executable, "-m", FORWARDED[args.command][0], *args.args])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -247,15 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_admin_commands(sub)  # workers, scale, drain: against a running server
     sub.add_parser("bench", help=f"moved: {BENCH_MOVED}", add_help=False)
-    # `pdserve plan` hands every argument to the planner (prefix_chars="+": no `-` flag is this parser's).
-    plan = sub.add_parser("plan", help="search the prefill:decode split for SLOs on the simulated engine "
-                          "(`pdserve plan --help`)", add_help=False, prefix_chars="+")
-    plan.add_argument("args", nargs=argparse.REMAINDER)
-    plan.set_defaults(func=cmd_plan)
-    autoscale = sub.add_parser("autoscale", help="opt-in loop sizing a running server's pools for SLOs "
-                               "(`pdserve autoscale --help`)", add_help=False, prefix_chars="+")
-    autoscale.add_argument("args", nargs=argparse.REMAINDER)
-    autoscale.set_defaults(func=cmd_autoscale)
+    for name, (_, summary) in FORWARDED.items():  # prefix_chars="+": no `-` flag is this parser's
+        forwarded = sub.add_parser(name, help=f"{summary} (`pdserve {name} --help`)", add_help=False, prefix_chars="+")
+        forwarded.add_argument("args", nargs=argparse.REMAINDER)
+        forwarded.set_defaults(func=cmd_forwarded)
     return parser
 
 

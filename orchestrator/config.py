@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
+from pydantic import Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from orchestrator.engine_config import (
     EngineArgsOverride,
     EngineConfig,
+    StrictConfig,
     VllmEngineConfig,
     pool_args_follow_engine_kind,
     pool_args_problems,
@@ -28,15 +29,10 @@ from orchestrator.scheduler.profiles import PRESETS, PoolProfile, preset
 from protocol.engine_args import SimArgs, VllmArgs, merge_args
 from transfer.nixl_env import TransferSettings
 
-API_VERSION = "pdserve/v1"
 POOLS = ("prefill", "decode")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class AdapterConfig(_Strict):
+class AdapterConfig(StrictConfig):
     """A LoRA adapter served by the model's pools (vLLM engines only): ``name`` is what clients send as
     ``model`` to use it, ``path`` a PEFT folder (``adapter_config.json`` + weights) on every worker's node;
     ``prepare: tiny-lora`` builds the test adapter of the tiny model there once."""
@@ -50,7 +46,7 @@ class AdapterConfig(_Strict):
         return Path(os.path.expandvars(self.path)).expanduser()
 
 
-class ModelConfig(_Strict):
+class ModelConfig(StrictConfig):
     """The served model. ``name`` is what clients send as ``model``; ``path`` a local HF folder.
     ``key``: the model's short name in worker and process ids (``{key}.prefill-0``) when one front end
     serves several models (``orchestrator.deployment`` fills it in from the name when unset); None for a
@@ -75,7 +71,7 @@ class ModelConfig(_Strict):
         return Path(os.path.expandvars(self.path)).expanduser()
 
 
-class Resources(_Strict):
+class Resources(StrictConfig):
     """Ray resources per replica. On a CPU-only cluster keep ``num_gpus`` at 0 (a GPU ask pends forever).
 
     ``custom``: Ray custom resources the replica needs (a node started with ``--resources
@@ -110,7 +106,7 @@ ProfileChoice = Annotated[
 ]
 
 
-class RoutingConfig(_Strict):
+class RoutingConfig(StrictConfig):
     """The pool's scheduling profile: a preset name (``orchestrator.scheduler.profiles.PRESETS``) or an
     explicit profile (filters -> weighted scorers -> picker)."""
 
@@ -128,7 +124,7 @@ class RoutingConfig(_Strict):
         return preset(self.profile) if isinstance(self.profile, str) else self.profile
 
 
-class PoolConfig(_Strict):
+class PoolConfig(StrictConfig):
     """One pool of workers. ``engine_args`` override ``engine.args`` for this pool's workers; they are
     typed like ``engine.args`` (the engine's kind) and reported at their own path."""
 
@@ -145,7 +141,7 @@ class PoolConfig(_Strict):
     queue_bound: int = Field(default=64, ge=1)
 
 
-class IndexConfig(_Strict):
+class IndexConfig(StrictConfig):
     """Prefix index: ``events`` (fed by the engines' KV events) or ``approximate`` (insert on routing)."""
 
     mode: Literal["events", "approximate"] = "events"
@@ -153,7 +149,7 @@ class IndexConfig(_Strict):
     approx_ttl_s: float = Field(default=600.0, gt=0)
 
 
-class ServerConfig(_Strict):
+class ServerConfig(StrictConfig):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     request_timeout_s: float = Field(default=300.0, gt=0)
@@ -167,7 +163,7 @@ class ServerConfig(_Strict):
     max_in_flight: int | None = Field(default=4096, ge=1)
 
 
-class AuthConfig(_Strict):
+class AuthConfig(StrictConfig):
     """API keys (``orchestrator.auth``). ``keys_file``: the JSONL file ``pdserve keys add`` writes; unset,
     authentication is off. ``protect_metrics`` / ``protect_health``: require an admin key there too."""
 
@@ -176,7 +172,7 @@ class AuthConfig(_Strict):
     protect_health: bool = False
 
 
-class LimitsConfig(_Strict):
+class LimitsConfig(StrictConfig):
     """Bounds on one HTTP request, checked before any work is done for it (``orchestrator.api.limits``).
     ``max_body_bytes``: the request body (413 past it, counted as it streams in); ``max_messages``,
     ``max_stop`` (OpenAI allows 4), ``max_stop_chars`` (each stop string); ``max_prompt_chars``: the
@@ -194,7 +190,7 @@ class LimitsConfig(_Strict):
     tokenize_threads: int = Field(default=2, ge=1)
 
 
-class CpuConfig(_Strict):
+class CpuConfig(StrictConfig):
     """Cores of vLLM workers on CPU hosts (``transfer.device: cpu``). ``bind: auto`` gives each worker
     of a host its own disjoint cores (``worker.cpu_share``), keeping ``frontend_cores`` for the front end
     while every worker still gets one; ``none`` leaves binding to vLLM (which, left on its ``auto``, put
@@ -211,7 +207,7 @@ class CpuConfig(_Strict):
     slot_offset: int = Field(default=0, ge=0)
 
 
-class NetworkConfig(_Strict):
+class NetworkConfig(StrictConfig):
     """Where workers bind their gRPC server, NIXL side channel and (sim) handoff listener: ``worker_host``
     an explicit address for all of them (``0.0.0.0`` only if you mean it), else ``worker_interface``'s
     address on each worker's node, else the node's address as Ray sees it (127.0.0.1 with the embedded
@@ -221,13 +217,13 @@ class NetworkConfig(_Strict):
     worker_interface: str | None = None
 
 
-class RayConfig(_Strict):
+class RayConfig(StrictConfig):
     address: str | None = None
     namespace: str = "pdserve"
     num_cpus: int | None = None
 
 
-class PdserveConfig(_Strict):
+class PdserveConfig(StrictConfig):
     apiVersion: Literal["pdserve/v1"]
     model: ModelConfig
     engine: EngineConfig = Field(default_factory=VllmEngineConfig)

@@ -22,11 +22,13 @@ from protocol.engine_args import ENGINE_KINDS, SimArgs, VllmArgs, merge_args
 from protocol.sim_topology import SimTopology
 
 
-class _Strict(BaseModel):
+class StrictConfig(BaseModel):
+    """A config section: unknown keys fail, and it is frozen once validated."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class VllmEngineConfig(_Strict):
+class VllmEngineConfig(StrictConfig):
     """vLLM engines (the default kind): ``args`` are typed ``AsyncEngineArgs`` fields plus
     ``extra_args``; ``env`` is set in every worker process before vLLM starts."""
 
@@ -35,7 +37,7 @@ class VllmEngineConfig(_Strict):
     env: dict[str, str] = Field(default_factory=dict)
 
 
-class SimEngineConfig(_Strict):
+class SimEngineConfig(StrictConfig):
     """Simulated engines: ``args`` name a sim profile and override its fields. ``topology`` (None: every
     worker on 127.0.0.1 with a link of its own) puts the workers on loopback hosts in racks, one NIC per
     host shared by its workers, slower links between racks (``protocol.sim_topology``)."""
@@ -46,27 +48,21 @@ class SimEngineConfig(_Strict):
     topology: SimTopology | None = None
 
 
-def _tag(kind: object) -> str | None:
+def _kind_tag(value: Any, default: str | None = None) -> str | None:
+    """The union tag of a raw mapping (its ``kind``, else ``default``) or of a validated model."""
+    kind = value.get("kind", default) if isinstance(value, dict) else getattr(value, "kind", None)
     return f"<{kind}>" if kind in ENGINE_KINDS else None
-
-
-def _engine_tag(value: Any) -> str | None:
-    return _tag(value.get("kind", "vllm")) if isinstance(value, dict) else _tag(getattr(value, "kind", None))
-
-
-def _args_tag(value: Any) -> str | None:
-    return _tag(value.get("kind")) if isinstance(value, dict) else _tag(getattr(value, "kind", None))
 
 
 EngineConfig = Annotated[
     Annotated[VllmEngineConfig, Tag("<vllm>")] | Annotated[SimEngineConfig, Tag("<sim>")],
-    Discriminator(_engine_tag, custom_error_type="engine_kind",
+    Discriminator(lambda value: _kind_tag(value, "vllm"), custom_error_type="engine_kind",
                   custom_error_message=f"unknown engine kind; expected kind: one of {', '.join(ENGINE_KINDS)}"),
 ]
 
 EngineArgsOverride = Annotated[
     Annotated[VllmArgs, Tag("<vllm>")] | Annotated[SimArgs, Tag("<sim>")],
-    Discriminator(_args_tag, custom_error_type="engine_kind",
+    Discriminator(_kind_tag, custom_error_type="engine_kind",
                   custom_error_message="engine args of an unknown engine kind (see engine.kind)"),
 ]
 

@@ -13,8 +13,8 @@ routers or configs. It offers:
   prompt tokens the engine reported;
 - ``request_timeout_s``: the deadline of one request's decode (``server.request_timeout_s``);
 - ``limits``: the bounds on one HTTP request (``limits:``, ``LimitsConfig``);
-- ``auth`` / ``authenticate`` / ``admit``: API keys, tenants and admission limits (``orchestrator.auth``):
-  who calls, and whether a request may start now (a ``Ticket`` to release, or ``Refused``);
+- ``auth`` / ``admit``: API keys, tenants and admission limits (``orchestrator.auth``): who calls
+  (``auth.authenticate``), and whether a request may start now (a ``Ticket`` to release, or ``Refused``);
 - ``health``: a ``DeploymentHealth`` (ok / degraded / unavailable, and each model's ``HealthReport``
   with every worker of each pool);
 - ``metrics_text``: the Prometheus exposition, with the per-worker load gauges refreshed;
@@ -209,10 +209,6 @@ class Frontend:
         if name in self._served:
             return self._served[name], self._served[name].card
         return self._by_adapter[name]
-
-    def authenticate(self, authorization: str | None) -> Caller | None:
-        """The caller of an ``Authorization`` header (None: missing or unknown key; see ``auth.enabled``)."""
-        return self.auth.authenticate(authorization)
 
     def admit(self, caller: Caller | None) -> Ticket:
         """Admit one request of ``caller`` or raise ``Refused`` (counted by reason and tenant)."""

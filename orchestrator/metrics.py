@@ -135,7 +135,6 @@ class Metrics:
 
     def __init__(self, model: str = "", families: MetricFamilies | None = None) -> None:
         f = self.families = families or MetricFamilies()
-        self.model = model
         self.registry = f.registry
         self.requests = ForModel(f.requests, model)
         self.ttft = ForModel(f.ttft, model)

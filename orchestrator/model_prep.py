@@ -25,13 +25,9 @@ CACHE_ENV = "PDSERVE_CACHE"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def cache_root() -> Path:
-    """The folder that holds prepared models: ``$PDSERVE_CACHE`` or ``~/.cache/pdserve``."""
-    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "pdserve")).expanduser()
-
-
 def default_model_dir(name: str) -> Path:
-    return cache_root() / "models" / name
+    """Where the prepared model ``name`` goes: ``models/NAME`` in ``$PDSERVE_CACHE`` or ``~/.cache/pdserve``."""
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "pdserve")).expanduser() / "models" / name
 
 
 def _gguf_path() -> Path:
@@ -44,13 +40,9 @@ def _gguf_path() -> Path:
     return path
 
 
-def _is_complete(folder: Path) -> bool:
-    return (folder / "config.json").exists() and (folder / ".pdserve-complete").exists()
-
-
 def _atomic_build(folder: Path, build: Callable[[Path], None]) -> Path:
     """Build into a temporary sibling and rename it into place, so a crash never leaves half a model."""
-    if _is_complete(folder):
+    if (folder / "config.json").exists() and (folder / ".pdserve-complete").exists():  # built before
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
@@ -109,11 +101,9 @@ def prepare_tiny(folder: Path | None = None) -> Path:
 
     def build(dest: Path) -> None:
         import torch
-        from transformers import LlamaConfig, LlamaForCausalLM
+        from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
         _smollm2_tokenizer(dest)
-        from transformers import AutoTokenizer
-
         tokenizer = AutoTokenizer.from_pretrained(str(dest))
         config = LlamaConfig(
             vocab_size=len(tokenizer),

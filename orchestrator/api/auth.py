@@ -33,7 +33,7 @@ class KeyGuard:
         if not self._frontend.auth.enabled:
             return
         header = request.headers.get("authorization")
-        caller = self._frontend.authenticate(header)
+        caller = self._frontend.auth.authenticate(header)
         if caller is None:
             raise invalid_api_key(missing=not header)
         request.state.caller = caller

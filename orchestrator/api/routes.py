@@ -10,8 +10,8 @@ leaves before the answer starts gets 499. Each placed request is counted once wi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -33,9 +33,10 @@ from orchestrator.api.shapes import ResponseShape
 from orchestrator.api.streaming import ClientGone, collect, sse_events, unless_disconnected
 from orchestrator.api.text import IncrementalText, Tokenizer
 from orchestrator.errors import NoHealthyWorker, WorkerError
-from orchestrator.frontend import Frontend, ModelCard, Placement, ServedModel, WorkerHealth
+from orchestrator.frontend import Frontend, HealthReport, ModelCard, Placement, ServedModel, WorkerHealth
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+B = TypeVar("B", ChatCompletionRequest, CompletionRequest)
 
 
 def route_headers(placement: Placement) -> dict[str, str]:
@@ -52,26 +53,11 @@ class Routes:
         self._tokenizers = dict(tokenizers)
         self._offload = Offload(frontend.limits.tokenize_threads)  # templating and tokenizing: off the loop
 
-    def _served(self, body: Body) -> tuple[ServedModel, ModelCard, Tokenizer]:
-        """The model ``body`` names (itself or through one of its LoRA adapters), the card of what it
-        named, and the model's tokenizer; 404 when the server serves nothing of that name."""
-        try:
-            served, card = self._frontend.model(body.model)
-        except KeyError:
-            raise not_found_model(body.model) from None
-        return served, card, self._tokenizers[served.name]
-
     async def chat(self, request: Request, body: ChatCompletionRequest) -> Response:
-        check_request(body, self._frontend.limits)
-        served, card, tokenizer = self._served(body)
-        prompt = await self._offload.run(chat_prompt, body, tokenizer)
-        return await self._serve(request, body, prompt, served, card, tokenizer, ResponseShape.chat(card.name))
+        return await self._serve(request, body, chat_prompt, ResponseShape.chat)
 
     async def completions(self, request: Request, body: CompletionRequest) -> Response:
-        check_request(body, self._frontend.limits)
-        served, card, tokenizer = self._served(body)
-        prompt = await self._offload.run(completion_prompt, body, tokenizer)
-        return await self._serve(request, body, prompt, served, card, tokenizer, ResponseShape.completion(card.name))
+        return await self._serve(request, body, completion_prompt, ResponseShape.completion)
 
     async def models(self) -> dict[str, Any]:
         """Every model, each followed by its LoRA adapters (``parent``: the model serving it), as vLLM lists them."""
@@ -83,11 +69,13 @@ class Routes:
         """200 with ``ok`` or ``degraded``, 503 with ``unavailable`` (see ``DeploymentHealth``). ``prefill``,
         ``decode`` and ``pools`` cover every model's workers; ``models`` has each model's own report."""
         report = self._frontend.health()
-        reports = list(report.models.values())
+        reports = report.models.values()
+        every = HealthReport(report.status, tuple(w for r in reports for w in r.prefill),
+                             tuple(w for r in reports for w in r.decode))  # all models' workers as one
         body = {"status": report.status,
-                "prefill": [_worker(w) for r in reports for w in r.prefill],
-                "decode": [_worker(w) for r in reports for w in r.decode],
-                "pools": _summed([r.counts() for r in reports]),
+                "prefill": [_worker(w) for w in every.prefill],
+                "decode": [_worker(w) for w in every.decode],
+                "pools": every.counts(),
                 "models": {name: {"status": r.status, "pools": r.counts()} for name, r in report.models.items()}}
         if report.serving:
             return JSONResponse(body)
@@ -96,10 +84,19 @@ class Routes:
     async def metrics(self) -> Response:
         return Response(self._frontend.metrics_text(), media_type=PROMETHEUS_TEXT)
 
-    async def _serve(self, request: Request, body: Body, prompt: list[int], served: ServedModel, card: ModelCard,
-                     tokenizer: Tokenizer, shape: ResponseShape) -> Response:
-        """Admit the request (429 past its key's or the deployment's limits), then serve it; the admission
-        is held until the response is done."""
+    async def _serve(self, request: Request, body: B, prompt_of: Callable[[B, Tokenizer], list[int]],
+                     shape_of: Callable[[str], ResponseShape]) -> Response:
+        """Check ``body``'s limits, find the model it names (itself or through one of its LoRA adapters;
+        404 when nothing served has that name) and build its prompt; admit the request (429 past its key's
+        or the deployment's limits), then serve it. The admission is held until the response is done."""
+        check_request(body, self._frontend.limits)
+        try:
+            served, card = self._frontend.model(body.model)
+        except KeyError:
+            raise not_found_model(body.model) from None
+        tokenizer = self._tokenizers[served.name]
+        prompt = await self._offload.run(prompt_of, body, tokenizer)
+        shape = shape_of(card.name)
         caller = caller_of(request)
         ticket = admit(self._frontend, caller)
         try:
@@ -146,17 +143,6 @@ class Routes:
 
 def _worker(w: WorkerHealth) -> dict[str, Any]:
     return {"id": w.worker_id, "healthy": w.healthy, "draining": w.draining}
-
-
-def _summed(counts: list[dict[str, dict[str, int]]]) -> dict[str, dict[str, int]]:
-    """Healthy and total workers of each pool name, over every model."""
-    out: dict[str, dict[str, int]] = {}
-    for pools in counts:
-        for pool, figures in pools.items():
-            into = out.setdefault(pool, {"healthy": 0, "total": 0})
-            for key, n in figures.items():
-                into[key] += n
-    return out
 
 
 def _gone(served: ServedModel, shape: ResponseShape) -> Response:

@@ -21,8 +21,6 @@ UNSUPPORTED: dict[str, tuple[object, ...]] = {
     "parallel_tool_calls": (None,), "functions": (None, []), "function_call": (None, "none"),
     "best_of": (None, 1), "echo": (None, False), "suffix": (None, ""),
 }
-_CHAT_UNSUPPORTED = ("tools", "tool_choice", "parallel_tool_calls", "functions", "function_call")
-_COMPLETION_UNSUPPORTED = ("best_of", "echo", "suffix")
 
 
 def _valid_unicode(value: str) -> str:
@@ -45,16 +43,6 @@ def _json_kind(value: Any) -> str | None:
 
 def _either(what: str) -> Discriminator:
     return Discriminator(_json_kind, custom_error_type="type_error", custom_error_message=f"expected {what}")
-
-
-def _is_noop(name: str, value: object) -> bool:
-    return any(type(value) is type(ok) and value == ok for ok in UNSUPPORTED[name])
-
-
-def _refuse_unsupported(value: object, name: str) -> None:
-    if not _is_noop(name, value):
-        raise PydanticCustomError("unsupported_field", "`{name}` is not supported by this server; leave it out",
-                                  {"name": name})
 
 
 class _Body(BaseModel):
@@ -100,9 +88,7 @@ class ChatMessage(_Body):
         return "".join(part.text for part in self.content)
 
     def char_count(self) -> int:
-        if self.content is None:
-            return 0
-        return len(self.content) if isinstance(self.content, str) else sum(len(p.text) for p in self.content)
+        return len(self.text())
 
 
 class TextFormat(_Body):
@@ -152,6 +138,14 @@ class _Sampling(_Body):
     min_tokens: int = Field(0, ge=0)
     stop_token_ids: list[Annotated[int, Field(ge=0, lt=1 << 31)]] | None = Field(None, max_length=64)
 
+    @field_validator(*UNSUPPORTED, mode="before", check_fields=False)
+    @classmethod
+    def _unsupported(cls, value: object, info: Any) -> None:
+        name = info.field_name
+        if not any(type(value) is type(ok) and value == ok for ok in UNSUPPORTED[name]):
+            raise PydanticCustomError("unsupported_field", "`{name}` is not supported by this server; leave it out",
+                                      {"name": name})
+
     def stop_list(self) -> list[str]:
         if self.stop is None:
             return []
@@ -169,11 +163,6 @@ class ChatCompletionRequest(_Sampling):
     functions: Any = Field(None, description="Not supported: only null or [].")
     function_call: Any = Field(None, description="Not supported: only null or \"none\".")
     response_format: ResponseFormat | None = None
-
-    @field_validator(*_CHAT_UNSUPPORTED, mode="before")
-    @classmethod
-    def _unsupported(cls, value: object, info: Any) -> None:
-        _refuse_unsupported(value, info.field_name)
 
     @field_validator("top_logprobs")
     @classmethod
@@ -209,11 +198,6 @@ class CompletionRequest(_Sampling):
         if not value:
             raise PydanticCustomError("too_short", "the prompt is empty")
         return value
-
-    @field_validator(*_COMPLETION_UNSUPPORTED, mode="before")
-    @classmethod
-    def _unsupported(cls, value: object, info: Any) -> None:
-        _refuse_unsupported(value, info.field_name)
 
     def requested_max_tokens(self) -> int | None:
         return self.max_tokens

@@ -41,7 +41,9 @@ class ResponseShape:
     def endpoint(self) -> str:
         return "chat_completions" if self.kind == "chat" else "completions"
 
-    def _head(self, obj: str) -> dict[str, Any]:
+    def _head(self, streamed: bool) -> dict[str, Any]:
+        """The fields every response object opens with; ``streamed``: a chunk of an SSE stream."""
+        obj = "text_completion" if self.kind != "chat" else "chat.completion.chunk" if streamed else "chat.completion"
         return {"id": self.request_id, "object": obj, "created": self.created, "model": self.model}
 
     def role_chunk(self) -> dict[str, Any] | None:
@@ -49,7 +51,7 @@ class ResponseShape:
         assistant's role for chat; ``None`` for a text completion, whose stream opens with its text."""
         if self.kind != "chat":
             return None
-        return {**self._head("chat.completion.chunk"),
+        return {**self._head(True),
                 "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
 
     def _logprobs(self, entries: Sequence[LogprobText] | None) -> dict[str, Any] | None:
@@ -63,24 +65,19 @@ class ResponseShape:
             choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish_reason}
             if logprobs is not None:
                 choice["logprobs"] = self._logprobs(logprobs)
-            return {**self._head("chat.completion.chunk"), "choices": [choice]}
-        return {**self._head("text_completion"), "choices": [
+            return {**self._head(True), "choices": [choice]}
+        return {**self._head(True), "choices": [
             {"index": 0, "text": text, "logprobs": self._logprobs(logprobs), "finish_reason": finish_reason}]}
 
     def usage_chunk(self, prompt_tokens: int, completion_tokens: int, cached: int) -> dict[str, Any]:
-        obj = "chat.completion.chunk" if self.kind == "chat" else "text_completion"
-        return {**self._head(obj), "choices": [], "usage": usage(prompt_tokens, completion_tokens, cached)}
+        return {**self._head(True), "choices": [], "usage": usage(prompt_tokens, completion_tokens, cached)}
 
     def final(self, text: str, finish_reason: str, prompt_tokens: int, completion_tokens: int,
               cached: int, token_ids: list[int] | None = None,
               logprobs: Sequence[LogprobText] | None = None) -> dict[str, Any]:
-        if self.kind == "chat":
-            choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text},
-                                      "logprobs": self._logprobs(logprobs), "finish_reason": finish_reason}
-            obj = "chat.completion"
-        else:
-            choice = {"index": 0, "text": text, "logprobs": self._logprobs(logprobs), "finish_reason": finish_reason}
-            obj = "text_completion"
+        answer = {"message": {"role": "assistant", "content": text}} if self.kind == "chat" else {"text": text}
+        choice: dict[str, Any] = {"index": 0, **answer, "logprobs": self._logprobs(logprobs),
+                                  "finish_reason": finish_reason}
         if token_ids is not None:
             choice["token_ids"] = token_ids
-        return {**self._head(obj), "choices": [choice], "usage": usage(prompt_tokens, completion_tokens, cached)}
+        return {**self._head(False), "choices": [choice], "usage": usage(prompt_tokens, completion_tokens, cached)}

@@ -88,16 +88,14 @@ class IncrementalText:
                 # Hold back a tail that could be the start of a stop string.
                 hold = max((k for s in self.stops for k in range(1, len(s)) if candidate.endswith(s[:k])),
                            default=0)
-        visible = candidate[: len(candidate) - hold]
-        delta = visible[len(self.emitted):] if visible.startswith(self.emitted) else ""
-        self.emitted += delta
-        return delta, self.stopped
+        return self._emit(candidate[: len(candidate) - hold]), self.stopped
 
     def flush(self) -> str:
         """At the end of the stream: release any held-back tail (no stop string completed)."""
-        if self.stopped:
-            return ""
-        text = self._full_text()
-        delta = text[len(self.emitted):] if text.startswith(self.emitted) else ""
+        return "" if self.stopped else self._emit(self._full_text())
+
+    def _emit(self, visible: str) -> str:
+        """What of ``visible`` is new since the last emitted text; it is added to ``emitted``."""
+        delta = visible[len(self.emitted):] if visible.startswith(self.emitted) else ""
         self.emitted += delta
         return delta

@@ -46,22 +46,15 @@ class TokenBucket:
         """A bucket allowing ``requests_per_minute`` on average, in bursts of up to that many."""
         return cls(requests_per_minute / 60.0, max(1.0, requests_per_minute))
 
-    def _refill(self, now: float) -> None:
-        if self.updated is not None:
-            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate_per_s)
-        self.updated = now
-
-    def wait_s(self, now: float) -> float:
-        """Seconds until one token is available (0 when one is)."""
-        self._refill(now)
-        return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate_per_s
-
     def take(self, now: float) -> float:
         """Take one token and return 0, or take nothing and return the seconds until one is available."""
-        wait = self.wait_s(now)
-        if wait == 0.0:
-            self.tokens -= 1
-        return wait
+        if self.updated is not None:  # refill since the last call
+            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate_per_s)
+        self.updated = now
+        if self.tokens < 1:
+            return (1 - self.tokens) / self.rate_per_s
+        self.tokens -= 1
+        return 0.0
 
 
 @dataclass
