@@ -41,8 +41,9 @@ def _gguf_path() -> Path:
 
 
 def _atomic_build(folder: Path, build: Callable[[Path], None]) -> Path:
-    """Build into a temporary sibling and rename it into place, so a crash never leaves half a model."""
-    if (folder / "config.json").exists() and (folder / ".pdserve-complete").exists():  # built before
+    """Build into a temporary sibling and rename it into place, so a crash never leaves half a model. A
+    folder holding ``.pdserve-complete`` (written last, inside the sibling) was built before: returned as is."""
+    if (folder / ".pdserve-complete").exists():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))

@@ -78,3 +78,11 @@ def test_the_test_adapter_is_a_peft_folder_of_rank_8(tmp_path: Path) -> None:
         keys = set(weights.keys())
         assert weights.get_tensor("base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight").shape == (32, 8)
     assert len(keys) == 8 and all(k.endswith((".lora_A.weight", ".lora_B.weight")) for k in keys)
+
+
+def test_the_test_adapter_is_built_once(tmp_path: Path) -> None:
+    folder = prepare_tiny_lora(tmp_path / "lora")
+    weights = folder / "adapter_model.safetensors"
+    weights.write_bytes(b"left as it is")  # a rebuild would write the tensors again
+    assert prepare_tiny_lora(tmp_path / "lora") == folder
+    assert weights.read_bytes() == b"left as it is"
