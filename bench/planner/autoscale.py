@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from orchestrator.admin_cli import AdminError
 from protocol.sim_profile import ProfileFileError, SimProfile, read_profile
 
 from .control import Decision, Limits, Observed, Settings, State, decide
@@ -32,14 +33,8 @@ from .observe import STATS, models_of, parse_metrics, pool_view, window
 from .sla import Slo
 
 
-class ServerError(RuntimeError):
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
 class Server:
-    """The HTTP edge: the three calls the loop makes, errors as ``ServerError`` (1 refused, 2 unreachable)."""
+    """The HTTP edge: the three calls the loop makes, errors as ``AdminError`` (1 refused, 2 unreachable)."""
 
     def __init__(self, client: httpx.Client) -> None:
         self._client = client
@@ -48,13 +43,13 @@ class Server:
         try:
             response = self._client.request(method, path, json=body)
         except httpx.HTTPError as exc:
-            raise ServerError(f"cannot reach {self._client.base_url}: {exc}", 2) from None
+            raise AdminError(f"cannot reach {self._client.base_url}: {exc}", 2) from None
         if response.status_code >= 400:
             try:
                 message = response.json()["error"]["message"]
             except (ValueError, KeyError, TypeError):
                 message = response.text[:200]
-            raise ServerError(f"{method} {path}: {response.status_code}: {message}", 1)
+            raise AdminError(f"{method} {path}: {response.status_code}: {message}", 1)
         return response
 
     def metrics(self) -> str:
@@ -165,14 +160,14 @@ def run(ns: argparse.Namespace, server: Server, profile: SimProfile, settings: S
         clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
         out: Callable[[str], None] = print) -> int:
     """The loop: a baseline scrape, then per interval sleep, scrape, decide, print (and with ``ns.apply`` send)
-    the orders. Raises ``ServerError`` only before the first interval; later failures skip the interval."""
+    the orders. Raises ``AdminError`` only before the first interval; later failures skip the interval."""
     rows = server.workers()
     models = models_of(rows)
     model = ns.model or (models[0] if len(models) == 1 else None)
     if model is None or model not in models:
-        raise ServerError(f"--model must name one of the served models: {', '.join(models) or 'none'}", 2)
+        raise AdminError(f"--model must name one of the served models: {', '.join(models) or 'none'}", 2)
     if pool_view(rows, model).colocated:
-        raise ServerError(f"{model} is served colocated: autoscale sizes disaggregated prefill/decode pools", 2)
+        raise AdminError(f"{model} is served colocated: autoscale sizes disaggregated prefill/decode pools", 2)
     before, since = parse_metrics(server.metrics(), model), clock()
     state, done = State(), 0
     limit = 1 if ns.once else ns.max_intervals
@@ -181,7 +176,7 @@ def run(ns: argparse.Namespace, server: Server, profile: SimProfile, settings: S
         done += 1
         try:
             text, rows = server.metrics(), server.workers()
-        except ServerError as exc:
+        except AdminError as exc:
             out(f"[autoscale] interval skipped: {exc}")
             continue
         now = clock()
@@ -206,7 +201,7 @@ def run(ns: argparse.Namespace, server: Server, profile: SimProfile, settings: S
                 order = server.scale(pool, replicas, ns.model)
                 out(f"  {command}: adding {', '.join(order.get('adding', ())) or 'none'}; "
                     f"draining {', '.join(order.get('draining', ())) or 'none'}")
-            except ServerError as exc:
+            except AdminError as exc:
                 out(f"  {command}: refused: {exc}")
     return 0
 
@@ -228,7 +223,7 @@ def main(argv: list[str] | None = None, transport: httpx.BaseTransport | None = 
     with httpx.Client(base_url=ns.url, headers=headers, timeout=10.0, transport=transport) as client:
         try:
             return run(ns, Server(client), profile, settings, clock=clock, sleep=sleep)
-        except ServerError as exc:
+        except AdminError as exc:
             print(f"pdserve autoscale: {exc}", file=sys.stderr)
             return exc.exit_code
         except KeyboardInterrupt:

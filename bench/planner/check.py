@@ -84,11 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     ns = p.parse_args(argv)
     plan = json.loads(Path(ns.plan).read_text())
     inputs = plan["inputs"]
-    splits = [parse_split(s) for s in ns.split] if ns.split else [_from_label(s) for s in plan["check_splits"]]
+    searched = {s["split"]: Split(s["prefill"], s["decode"]) for s in plan["splits"]}
+    splits = [parse_split(s) for s in ns.split] if ns.split else [searched[s] for s in plan["check_splits"]]
     goodput = float(plan["goodput_req_s"])
     rates = [goodput * float(x) for x in ns.points.split(",")]
-    length = inputs["run_length"]
-    requests = RunLength(length["duration_s"], length["min_requests"], length["fixed"]).requests_at(goodput)
+    requests = RunLength(**inputs["run_length"]).requests_at(goodput)
     wall = sum(requests / (r * ns.speedup) for r in rates) * len(splits)
     log(f"{len(splits)} splits x {len(rates)} rates, {requests} requests each: ~{wall / 3600:.1f} h of sending")
     out = Path(ns.out)
@@ -119,13 +119,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _slug(split: Split) -> str:
     return f"colocated-{split.decode}" if split.colocated else f"{split.prefill}p{split.decode}d"
-
-
-def _from_label(label: str) -> Split:
-    if label.startswith("colocated x"):
-        return Split(0, int(label.removeprefix("colocated x")))
-    p, d = label.removesuffix("D").split("P:")
-    return Split(int(p), int(d))
 
 
 def _write(out: Path, plan: dict[str, Any], rows: list[dict[str, Any]], rates: list[float],

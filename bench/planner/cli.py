@@ -81,16 +81,13 @@ def _policy(ns: argparse.Namespace) -> FleetPolicy:
 
 
 def _check(ns: argparse.Namespace) -> list[str]:
-    errors = []
-    for flag in ("workers", "grid", "jobs", "prefill_queue_bound", "decode_queue_bound", "min_requests",
-                 "max_simulated_workers"):
-        if getattr(ns, flag) < 1:
-            errors.append(f"--{flag.replace('_', '-')} must be >= 1")
+    counts = ("workers", "grid", "jobs", "prefill_queue_bound", "decode_queue_bound", "min_requests",
+              "max_simulated_workers")
+    errors = [f"--{f.replace('_', '-')} must be >= 1" for f in counts if getattr(ns, f) < 1]
     if ns.num_requests is not None and ns.num_requests < 1:
         errors.append("--num-requests must be >= 1")
-    for flag in ("slo_ttft_ms", "slo_tpot_ms", "rel_tol", "duration"):
-        if not getattr(ns, flag) > 0:
-            errors.append(f"--{flag.replace('_', '-')} must be > 0")
+    errors += [f"--{f.replace('_', '-')} must be > 0" for f in ("slo_ttft_ms", "slo_tpot_ms", "rel_tol", "duration")
+               if not getattr(ns, f) > 0]
     if ns.workers == 1 and ns.no_colocated:
         errors.append("one worker cannot be split: leave --no-colocated off")
     if ns.workload == "trace" and not ns.trace:

@@ -51,12 +51,10 @@ class FleetRun:
     records: tuple[RequestRecord, ...]
     stopped_early: bool
     steps: int
-    end_s: float
 
 
 @dataclass(eq=False)
 class _Engine:
-    index: int
     worker_id: str
     role: str  # "prefill", "decode" or "both"
     core: SimEngineCore
@@ -89,11 +87,11 @@ class _Fleet:
         self.reqs, self.arrivals, self.split, self.profile, self.policy = requests, arrivals, split, profile, policy
         self.slo, self.miss_budget = slo, miss_budget
         roles = ["both"] * split.decode if split.colocated else ["prefill"] * split.prefill + ["decode"] * split.decode
-        self.engines = [_Engine(i, f"{role[0]}{i}", role, SimEngineCore(profile)) for i, role in enumerate(roles)]
+        self.engines = [_Engine(f"{role[0]}{i}", role, SimEngineCore(profile)) for i, role in enumerate(roles)]
         self.prefill = [e for e in self.engines if e.role == "prefill"]
         self.decode = [e for e in self.engines if e.role != "prefill"]
         self.index = PrefixIndex(profile.model, profile.block_size)
-        self.router = policy.router(profile, self.index, colocated=split.colocated)
+        self.router = policy.router(profile.model, profile.block_size, self.index, colocated=split.colocated)
         self.live: list[_Live | None] = [None] * len(requests)
         self.next_turn = next_turns(requests) if chain_turns else {}
         self.now, self._tie = 0.0, 0
@@ -119,7 +117,7 @@ class _Fleet:
                 break
             self.now, _, kind, payload = heapq.heappop(self._heap)
             handlers[kind](payload)
-        return FleetRun(tuple(self._record(i) for i in range(len(self.reqs))), stopped, self.steps, self.now)
+        return FleetRun(tuple(self._record(i) for i in range(len(self.reqs))), stopped, self.steps)
 
     def _send(self, i: int) -> None:
         req, now = self.reqs[i], self.now
@@ -134,21 +132,17 @@ class _Fleet:
             seat = self.router.route_prefill(route, dstates, match=match, now=now)
         else:
             plan = self.router.plan(route, pstates, dstates, match=match)
-            if plan.mode == "remote":
-                decision = self.router.route_prefill(route, pstates, match=match, now=now)
-                source = self.engines[self._id(decision)]
-                live.source, live.uncached = source, route.uncached_tokens(decision.matched_blocks)
-                source.in_flight += 1
-                source.queued_prefill_tokens += live.uncached
-                self._add(source, i, EngineRequest(f"r{i}", req.prompt, _sampling(1), remote_decode=True))
-                return
-            # a local prefill runs on the decode worker the plan priced (or, before plans named one, the pick)
-            seat = getattr(plan, "local", None) or self.router.route_decode(route, dstates)
+            # a local prefill runs on the decode worker the plan priced (``local``: set exactly when local)
+            seat = plan.local or self.router.route_prefill(route, pstates, match=match, now=now)
+            if plan.local is None:
+                live.source = self.engines[self._id(seat)]
         target = self.engines[self._id(seat)]
         live.uncached = route.uncached_tokens(seat.matched_blocks)
         target.in_flight += 1
         target.queued_prefill_tokens += live.uncached
-        self._add(target, i, EngineRequest(f"r{i}", req.prompt, _sampling(req.max_tokens)))
+        remote = live.source is not None
+        self._add(target, i, EngineRequest(f"r{i}", req.prompt, _sampling(1 if remote else req.max_tokens),
+                                           remote_decode=remote))
 
     def _add(self, engine: _Engine, i: int, request: EngineRequest) -> None:
         try:

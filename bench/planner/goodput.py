@@ -42,19 +42,17 @@ def bisect_rate(passes: Callable[[float], bool], start: float, *, rel_tol: float
     rate, step = min(max(start, min_rate), max_rate), first_step
     lo: float | None = rate if test(rate) else None
     hi: float | None = None if lo is not None else rate
-    while lo is None:  # step down until one passes
-        assert hi is not None
-        if hi <= min_rate:
-            return RateSearch(0.0, tuple(probes))
-        rate, step = max(hi / step, min_rate), max(step, min(step * step, 2.0))
-        if test(rate):
-            lo = rate
+    while lo is None or hi is None:  # step down until one passes, or up until one fails
+        if lo is None:
+            assert hi is not None
+            if hi <= min_rate:
+                return RateSearch(0.0, tuple(probes))
+            rate = max(hi / step, min_rate)
         else:
-            hi = rate
-    while hi is None:  # step up until one fails
-        if lo >= max_rate:
-            return RateSearch(lo, tuple(probes))
-        rate, step = min(lo * step, max_rate), max(step, min(step * step, 2.0))
+            if lo >= max_rate:
+                return RateSearch(lo, tuple(probes))
+            rate = min(lo * step, max_rate)
+        step = max(step, min(step * step, 2.0))
         if test(rate):
             lo = rate
         else:

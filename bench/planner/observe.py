@@ -14,8 +14,8 @@ PromQL's ``histogram_quantile`` does (so only as fine as the buckets).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -33,7 +33,7 @@ class Histogram:
     total: float = 0.0
     count: float = 0.0
 
-    def minus(self, before: Histogram) -> Histogram:
+    def __sub__(self, before: Histogram) -> Histogram:
         """The observations made since ``before`` (same buckets; missing ones count 0)."""
         old = dict(before.buckets)
         return Histogram(tuple((le, n - old.get(le, 0.0)) for le, n in self.buckets), self.total - before.total,
@@ -76,17 +76,11 @@ class Snapshot:
 
 
 @dataclass(frozen=True)
-class Window:
-    """The change between two snapshots ``seconds`` apart; per-request means are over ``finished``."""
+class Window(Snapshot):
+    """The change between two snapshots ``seconds`` apart (each figure is after - before); per-request
+    means are over ``finished``."""
 
-    seconds: float
-    requests: float
-    finished: float
-    prompt_tokens: float
-    generated_tokens: float
-    cached_tokens: float
-    ttft: Histogram
-    itl: Histogram
+    seconds: float = 0.0
 
     def load(self) -> Load:
         per = max(self.finished, 1.0)
@@ -94,9 +88,9 @@ class Window:
                     self.generated_tokens / per)
 
 
-def _histogram(samples: Iterable[Any]) -> Histogram:
+def _histogram(samples: Mapping[str, list[Any]], name: str) -> Histogram:
     buckets, total, count = [], 0.0, 0.0
-    for s in samples:
+    for s in samples.get(name, ()):
         if s.name.endswith("_bucket"):
             buckets.append((float(s.labels["le"]), float(s.value)))
         elif s.name.endswith("_sum"):
@@ -108,28 +102,22 @@ def _histogram(samples: Iterable[Any]) -> Histogram:
 
 def parse_metrics(text: str, model: str) -> Snapshot:
     """``model``'s figures in a Prometheus text exposition (series of other models are ignored)."""
-    samples: dict[str, list[Any]] = {}
-    for family in text_string_to_metric_families(text):
-        samples[family.name] = [s for s in family.samples if s.labels.get("model") == model]
+    samples = {family.name: [s for s in family.samples if s.labels.get("model") == model]
+               for family in text_string_to_metric_families(text)}
 
     def counter(name: str, **labels: str) -> float:
         return sum(float(s.value) for s in samples.get(name, ()) if s.name == name + "_total"
                    and all(s.labels.get(k) == v for k, v in labels.items()))
 
-    def histogram(name: str) -> Histogram:
-        return _histogram(samples.get(name, ()))
-
-    return Snapshot(counter("pdserve_requests"), histogram("pdserve_e2e_seconds").count,
+    return Snapshot(counter("pdserve_requests"), _histogram(samples, "pdserve_e2e_seconds").count,
                     counter("pdserve_tokens", kind="prompt"), counter("pdserve_tokens", kind="generated"),
-                    counter("pdserve_cached_tokens", source="observed"), histogram("pdserve_ttft_seconds"),
-                    histogram("pdserve_itl_seconds"))
+                    counter("pdserve_cached_tokens", source="observed"), _histogram(samples, "pdserve_ttft_seconds"),
+                    _histogram(samples, "pdserve_itl_seconds"))
 
 
 def window(before: Snapshot, after: Snapshot, seconds: float) -> Window | None:
     """``after - before``; None when a counter went back (the server restarted) or ``seconds <= 0``."""
-    w = Window(seconds, after.requests - before.requests, after.finished - before.finished,
-               after.prompt_tokens - before.prompt_tokens, after.generated_tokens - before.generated_tokens,
-               after.cached_tokens - before.cached_tokens, after.ttft.minus(before.ttft), after.itl.minus(before.itl))
+    w = Window(seconds=seconds, **{f.name: getattr(after, f.name) - getattr(before, f.name) for f in fields(Snapshot)})
     counts = (w.requests, w.finished, w.prompt_tokens, w.generated_tokens, w.cached_tokens, w.ttft.count, w.itl.count)
     return w if seconds > 0 and min(counts) >= 0 else None
 

@@ -32,10 +32,6 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value * 1000:.1f}"
 
 
-def _rate(value: float) -> str:
-    return f"{value:g}"
-
-
 def table_rows(plan: Plan) -> list[list[str]]:
     """The header, then one row per split (strings), for ``markdown_table``; rates and goodputs are the
     fleet's (``plan.scale`` x those simulated)."""
@@ -43,7 +39,7 @@ def table_rows(plan: Plan) -> list[list[str]]:
     scaled = plan.scale != 1
     header = ["split", *(["simulated as"] if scaled else []), "goodput (req/s)"]
     for r in rates:
-        header += [f"SLO met @{_rate(r)}", f"TTFT p99 @{_rate(r)} (ms)", f"TPOT p99 @{_rate(r)} (ms)"]
+        header += [f"SLO met @{r:g}", f"TTFT p99 @{r:g} (ms)", f"TPOT p99 @{r:g} (ms)"]
     rows = [[*header, ""]]
     for res in plan.results:
         row = [plan.fleet_split(res.split).label, *([res.split.label] if scaled else []),
@@ -136,8 +132,8 @@ def plot_plan(path: Path, plan: Plan, slo: Slo) -> Path:
     for k, rate in enumerate(a.rate * plan.scale for a in plan.results[0].at_rates):
         ttfts = [math.nan if (v := r.at_rates[k].ttft.p99) is None else v * 1000 for r in plan.results]
         tpots = [math.nan if (v := r.at_rates[k].tpot.p99) is None else v * 1000 for r in plan.results]
-        bottom.plot(xs, ttfts, "o-", color=f"C{2 * k}", label=f"TTFT p99 @{_rate(rate)} req/s")
-        bottom.plot(xs, tpots, "s--", color=f"C{2 * k + 1}", label=f"TPOT p99 @{_rate(rate)} req/s")
+        bottom.plot(xs, ttfts, "o-", color=f"C{2 * k}", label=f"TTFT p99 @{rate:g} req/s")
+        bottom.plot(xs, tpots, "s--", color=f"C{2 * k + 1}", label=f"TPOT p99 @{rate:g} req/s")
     for value, name, color in ((slo.ttft_s, "TTFT SLO", "C0"), (slo.tpot_s, "TPOT SLO", "C1")):
         if value is not None:
             bottom.axhline(value * 1000, color=color, lw=0.8, ls=":", label=name)

@@ -115,11 +115,7 @@ def recommend(results: Sequence[SplitResult]) -> SplitResult:
         p99 = last.ttft.p99 if last is not None and last.ttft.p99 is not None else math.inf
         return (r.goodput, last.attainment if last is not None else 0.0, -p99)
 
-    best = results[0]
-    for r in results[1:]:
-        if key(r) > key(best):
-            best = r
-    return best
+    return max(results, key=key)  # the first of equals
 
 
 # --------------------------------------------------------------------------- a whole plan
@@ -155,8 +151,7 @@ def map_splits(inputs: PlanInputs, tasks: Sequence[tuple[Split, float | None]], 
     ``inputs`` rather than receive a pickled copy); results in task order, the same for any ``jobs``."""
     global _SHARED
     if jobs <= 1 or len(tasks) <= 1:
-        results = (search_split(inputs, *task) for task in tasks)
-        return [_tell(r, on_result) for r in results]
+        return [_tell(search_split(inputs, *task), on_result) for task in tasks]
     _SHARED = inputs
     try:
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:

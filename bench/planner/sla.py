@@ -22,6 +22,7 @@ model. Dynamo interpolates profiled sweeps; here the model is the simulated engi
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 
@@ -113,13 +114,10 @@ def max_decode_batch(profile: SimProfile, context: int, length: int, correction:
     """The most sequences of ``context`` tokens one worker can decode with ``correction x step <= itl_s``,
     within ``max_num_seqs`` and the KV pool (sequences of ``length`` tokens); None when one alone misses."""
     blocks_each = max(1, math.ceil(length / profile.block_size))
-    lo, hi = 1, max(1, min(profile.max_num_seqs, profile.num_blocks // blocks_each))
-    if correction * decode_step_s(profile, 1, context) > itl_s:
-        return None
-    while lo < hi:  # largest b that fits; the step time grows with b
-        mid = (lo + hi + 1) // 2
-        lo, hi = (mid, hi) if correction * decode_step_s(profile, mid, context) <= itl_s else (lo, mid - 1)
-    return lo
+    seats = range(1, max(1, min(profile.max_num_seqs, profile.num_blocks // blocks_each)) + 1)
+    # the step time grows with the batch, so the batches that fit are a prefix of ``seats``
+    fit = bisect.bisect_right(seats, itl_s, key=lambda b: correction * decode_step_s(profile, b, context))
+    return fit or None
 
 
 def _context(load: Load) -> int:

@@ -11,7 +11,6 @@ from orchestrator.scheduler.disagg_policy import DisaggPolicy
 from orchestrator.scheduler.plugin import PluginEnv
 from orchestrator.scheduler.profiles import build_pipeline, preset
 from orchestrator.scheduler.router import PrefixMatcher, Router
-from protocol.sim_profile import SimProfile
 
 
 @dataclass(frozen=True)
@@ -52,12 +51,12 @@ class FleetPolicy:
     local_when_prefill_saturated: bool = True
     seed: int = 0
 
-    def router(self, profile: SimProfile, index: PrefixMatcher, *, colocated: bool) -> Router:
+    def router(self, model: str, block_size: int, index: PrefixMatcher, *, colocated: bool = False) -> Router:
         """The orchestrator's router with these settings: a colocated fleet places every request with
         ``colocated_routing`` (as ``orchestrator.service`` uses the decode pool's profile then)."""
         env = PluginEnv(seed=self.seed)
         first = self.colocated_routing if colocated else self.prefill_routing
-        return Router(model=profile.model, block_size=profile.block_size, index=index,
+        return Router(model=model, block_size=block_size, index=index,
                       prefill=build_pipeline(preset(first), env),
                       decode=build_pipeline(preset(self.decode_routing), env),
                       disagg=DisaggPolicy(min_remote_tokens=self.min_remote_tokens,

@@ -18,6 +18,7 @@ bench pseudo-word that SmolLM2's tokenizer (the one ``configs/sim-64.yaml`` serv
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from array import array
@@ -56,16 +57,13 @@ class Tokenizer(Protocol):
 class PseudoTokenizer:
     """Word-level stand-in for a BPE tokenizer (see the module docstring). Memoizes words."""
 
-    def __init__(self, chars_per_token: float = CHARS_PER_TOKEN) -> None:
-        if chars_per_token <= 0:
-            raise ValueError("chars_per_token must be > 0")
-        self.chars_per_token = chars_per_token
+    def __init__(self) -> None:
         self._words: dict[str, tuple[int, ...]] = {}
 
     def _word(self, word: str) -> tuple[int, ...]:
         ids = self._words.get(word)
         if ids is None:
-            n = max(1, round((len(word) + 1) / self.chars_per_token))
+            n = max(1, round((len(word) + 1) / CHARS_PER_TOKEN))
             seed = xxhash.xxh3_64_intdigest(word.encode())
             ids = tuple(xxhash.xxh3_64_intdigest(array("Q", (seed, i)).tobytes()) & 0x7FFFFFFF for i in range(n))
             self._words[word] = ids
@@ -144,12 +142,8 @@ def unit_arrivals(requests: Sequence[TokenRequest], seed: int) -> list[float]:
         if span > 0:
             return [((o or 0.0) - first) * (n - 1) / span for o in offsets]
     rng = random.Random(f"{seed}:planner:arrivals")
-    t, out = 0.0, []
-    for i in range(n):
-        if i:
-            t += rng.expovariate(1.0)
-        out.append(t)
-    return out
+    gaps = (rng.expovariate(1.0) for _ in range(n - 1))
+    return list(itertools.accumulate(gaps, initial=0.0))[:n]  # [:n]: no arrival for no request
 
 
 class WorkloadSource:

@@ -25,7 +25,6 @@ import gc
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 import tracemalloc
@@ -35,14 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.planner.spec import FleetPolicy
+from bench.suites.common import git
 from orchestrator.scheduler.decision import Decision
-from orchestrator.scheduler.disagg_policy import DisaggPolicy
 from orchestrator.scheduler.hashing import block_hash_list, make_salt
-from orchestrator.scheduler.plugin import PluginEnv
 from orchestrator.scheduler.prefix_index import PrefixIndex
-from orchestrator.scheduler.profiles import PRESETS, build_pipeline
 from orchestrator.scheduler.request import WorkerState
-from orchestrator.scheduler.router import Router
 from protocol.types import BlockStored, KvEventBatch
 
 MODEL = "bench-model"
@@ -112,13 +109,8 @@ def _time(fn: Callable[[], object], iters: int) -> list[int]:
 
 def _commit() -> str | None:
     """The checkout's commit, suffixed ``-dirty`` when tracked files differ from it; None outside git."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).parent).stdout.strip()
-    try:
-        return git("rev-parse", "HEAD") + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
-    except (OSError, subprocess.CalledProcessError):
-        return None
+    head = git("rev-parse", "HEAD")
+    return head + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "") if head else None
 
 
 def run(shape: FleetShape, prompt_tokens: int, iters: int, seed: int,
@@ -144,10 +136,7 @@ def run(shape: FleetShape, prompt_tokens: int, iters: int, seed: int,
     prefill = _workers("w", shape.workers, rng, 16)
     decode = _workers("d", shape.decode_workers, rng, 256)
     host = {w.worker_id: w.host for w in prefill}
-    env = PluginEnv(seed=seed)
-    router = Router(model=MODEL, block_size=shape.block_size, index=index,
-                    prefill=build_pipeline(PRESETS["kv_aware"], env), decode=build_pipeline(PRESETS["decode"], env),
-                    disagg=DisaggPolicy(min_remote_tokens=min_remote_tokens))
+    router = FleetPolicy(min_remote_tokens=min_remote_tokens, seed=seed).router(MODEL, shape.block_size, index)
 
     def place(tokens: list[int]) -> tuple[str, Decision, Decision | None]:
         """``RequestFlow.place`` without its RPCs: (plan reason, decode seat, prefill pick or None)."""

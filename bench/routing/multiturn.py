@@ -14,10 +14,9 @@ from dataclasses import asdict
 
 import numpy as np
 
+from bench.planner.spec import FleetPolicy
 from orchestrator.scheduler.approx_index import ApproxPrefixIndex
-from orchestrator.scheduler.plugin import PluginEnv
 from orchestrator.scheduler.prefix_index import PrefixIndex
-from orchestrator.scheduler.profiles import PRESETS, build_pipeline
 from orchestrator.scheduler.router import PrefixMatcher, Router
 from protocol.types import KvEventBatch
 
@@ -37,10 +36,7 @@ def _router(policy: str, fleet: FleetShape, approx: bool, seed: int
     else:
         exact = PrefixIndex(MODEL, fleet.block_size)
         index, feed = exact, exact.apply
-    env = PluginEnv(seed=seed)
-    router = Router(model=MODEL, block_size=fleet.block_size, index=index,
-                    prefill=build_pipeline(PRESETS[policy], env), decode=build_pipeline(PRESETS["decode"], env))
-    return router, feed
+    return FleetPolicy(prefill_routing=policy, seed=seed).router(MODEL, fleet.block_size, index), feed
 
 
 def summarize(result: RunResult) -> dict[str, object]:

@@ -52,7 +52,6 @@ class Session:
 
 @dataclass(frozen=True)
 class Trace:
-    shape: TraceShape
     system: tuple[int, ...]
     sessions: tuple[Session, ...]
 
@@ -73,4 +72,4 @@ def make_trace(shape: TraceShape, seed: int) -> Trace:
 
     sessions = tuple(Session(f"s{i:02d}", starts[i], tuple(turn(i, k) for k in range(shape.turns)))
                      for i in range(shape.sessions))
-    return Trace(shape, system, sessions)
+    return Trace(system, sessions)
