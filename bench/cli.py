@@ -1,12 +1,7 @@
 """``pdserve-bench``: parse, run the plan, summarise, write files, print tables.
 
-Examples (any OpenAI-compatible server; pdserve's routing headers are reported when present)::
-
-    pdserve-bench --target pd=http://127.0.0.1:8000 --workload chat --num-requests 200 --concurrency 8
-    pdserve-bench --target pd=http://127.0.0.1:8000 --target vllm=http://127.0.0.1:8100 \
-        --workload docqa --num-requests 200 --concurrency 1,4,16
-    pdserve-bench --target pd=http://127.0.0.1:8000 --workload mix --num-requests 300 \
-        --rate 1,2,4,8 --slo-ttft-ms 500 --slo-tpot-ms 50
+Drives any OpenAI-compatible server; pdserve's routing headers are reported when present. Examples:
+``pdserve-bench --help`` (``bench.config.EXAMPLES``).
 
 Exit status: 0 when at least one request succeeded, 1 when none did (or the targets could not be
 reached), 2 for bad arguments.

@@ -12,7 +12,6 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import httpx
 
@@ -69,41 +68,6 @@ class _Progress:
     error: str | None = None
 
 
-async def _stream(
-    client: httpx.AsyncClient,
-    url: str,
-    body: dict[str, Any],
-    headers: dict[str, str],
-    api: ApiKind,
-    t0: float,
-    clock: Callable[[], float],
-    p: _Progress,
-) -> None:
-    async with client.stream("POST", url, json=body, headers=headers) as resp:
-        p.status = resp.status_code
-        p.headers = {field_: resp.headers.get(h) for field_, h in ROUTE_HEADERS.items()}
-        if resp.status_code != 200:
-            text = (await resp.aread()).decode("utf-8", "replace")
-            p.error = f"HTTP {resp.status_code}: {text[:300]}"
-            return
-        async for line in resp.aiter_lines():
-            now = clock()
-            event = sse.parse_line(line)
-            if event is sse.DONE:
-                p.e2e = now - t0
-                return
-            if not isinstance(event, dict):
-                continue
-            err = sse.error_of(event)
-            if err is not None:
-                p.error = f"stream error: {err}"
-                return
-            if api.text_of(event):
-                p.chunk_times.append(now - t0)
-            p.usage = sse.usage_of(event) or p.usage
-        p.e2e = clock() - t0  # stream closed without [DONE]: take the close as the end
-
-
 async def send(
     client: httpx.AsyncClient,
     target: Target,
@@ -126,11 +90,36 @@ async def send(
     if spec.session_id is not None:  # the turns of one conversation (pdserve's session policy reads it)
         headers["X-Session-Id"] = spec.session_id
     p = _Progress()
+
+    async def stream() -> None:
+        """Fill ``p`` from the response; times are offsets from ``t0``, taken just before the call."""
+        async with client.stream("POST", f"{target.url}{api.path}", json=body, headers=headers) as resp:
+            p.status = resp.status_code
+            p.headers = {field_: resp.headers.get(h) for field_, h in ROUTE_HEADERS.items()}
+            if resp.status_code != 200:
+                text = (await resp.aread()).decode("utf-8", "replace")
+                p.error = f"HTTP {resp.status_code}: {text[:300]}"
+                return
+            async for line in resp.aiter_lines():
+                now = clock()
+                event = sse.parse_line(line)
+                if event is sse.DONE:
+                    p.e2e = now - t0
+                    return
+                if not isinstance(event, dict):
+                    continue
+                err = sse.error_of(event)
+                if err is not None:
+                    p.error = f"stream error: {err}"
+                    return
+                if api.text_of(event):
+                    p.chunk_times.append(now - t0)
+                p.usage = sse.usage_of(event) or p.usage
+            p.e2e = clock() - t0  # stream closed without [DONE]: take the close as the end
+
     t0 = clock()
     try:
-        await asyncio.wait_for(
-            _stream(client, f"{target.url}{api.path}", body, headers, api, t0, clock, p), timeout
-        )
+        await asyncio.wait_for(stream(), timeout)
     except asyncio.TimeoutError:
         p.error, p.e2e = f"timeout after {timeout:g}s", None
     except (httpx.HTTPError, ValueError, KeyError) as e:  # transport errors, bad JSON

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import httpx
 
@@ -20,7 +20,7 @@ from bench.config import BenchConfig
 from bench.load import make_shape
 from bench.plan import plan_runs
 from bench.record import RequestRecord, RunResult
-from bench.runner import RunLimits, run
+from bench.runner import run
 from bench.spec import RequestSpec
 
 
@@ -56,7 +56,7 @@ async def execute(config: BenchConfig) -> Outcome:
     shape = make_shape(config.points[0].kind, config.shape_options)
     targets = {t.name: t for t in config.targets}
     plan = plan_runs(list(targets), config.points, config.repeats, config.seed)
-    width = max([config.limits.max_inflight, *(int(p.value) for p in config.points if shape.closed_loop)])
+    width = max([config.limits.max_inflight, *(shape.concurrency(p.value) or 0 for p in config.points)])
     limits = httpx.Limits(max_connections=width, max_keepalive_connections=width)
     timeout = httpx.Timeout(config.limits.timeout_s, connect=min(10.0, config.limits.timeout_s))
     results: list[RunResult] = []
@@ -80,17 +80,13 @@ async def execute(config: BenchConfig) -> Outcome:
                 )
 
             # The run gets what is left of the total budget (its grace period for in-flight requests included).
-            run_limits = RunLimits(
-                max_duration_s=max(0.0, min(config.limits.max_duration_s, left - config.limits.timeout_s)),
-                timeout_s=config.limits.timeout_s,
-                max_inflight=config.limits.max_inflight,
-            )
+            max_duration_s = max(0.0, min(config.limits.max_duration_s, left - config.limits.timeout_s))
             result = await run(
                 planned.key,
                 specs,
                 send_one,
                 concurrency=shape.concurrency(planned.key.load.value),
-                limits=run_limits,
+                limits=replace(config.limits, max_duration_s=max_duration_s),
                 progress=config.progress,
             )
             if len(result.records) < result.planned:

@@ -14,6 +14,7 @@ order, which the runner relies on), deterministic in ``seed``.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from abc import ABC, abstractmethod
@@ -32,7 +33,6 @@ class ShapeOptions:
 
 class LoadShape(ABC):
     name: str
-    closed_loop: bool = False
 
     def concurrency(self, value: float) -> int | None:
         """Requests kept in flight (closed loop), or ``None`` for open loop."""
@@ -49,7 +49,6 @@ class LoadShape(ABC):
 
 class ClosedLoop(LoadShape):
     name = "closed"
-    closed_loop = True
 
     def concurrency(self, value: float) -> int | None:
         return max(1, int(value))
@@ -66,12 +65,8 @@ class Poisson(LoadShape):
         if math.isinf(value):
             return [s.with_arrival(0.0) for s in specs]
         rng = random.Random(f"{seed}:poisson:{value}")
-        out, t = [], 0.0
-        for i, s in enumerate(specs):
-            if i:
-                t += rng.expovariate(value)
-            out.append(s.with_arrival(t))
-        return out
+        gaps = [rng.expovariate(value) for _ in specs[1:]]
+        return [s.with_arrival(t) for s, t in zip(specs, itertools.accumulate(gaps, initial=0.0), strict=False)]
 
 
 class Burst(LoadShape):

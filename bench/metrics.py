@@ -33,8 +33,7 @@ def ttft(rec: RequestRecord) -> float | None:
 
 
 def itls(rec: RequestRecord) -> tuple[float, ...]:
-    t = rec.chunk_times_s
-    return tuple(b - a for a, b in itertools.pairwise(t))
+    return tuple(b - a for a, b in itertools.pairwise(rec.chunk_times_s))
 
 
 def output_tokens(rec: RequestRecord) -> int:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
@@ -82,9 +82,7 @@ def config_dict(config: BenchConfig) -> dict[str, Any]:
 
 
 def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
-    columns: dict[str, None] = {}
-    for r in rows:
-        columns.update(dict.fromkeys(r))
+    columns = dict.fromkeys(key for r in rows for key in r)  # every key, in order of first appearance
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(columns))
         writer.writeheader()
@@ -98,7 +96,7 @@ def write_json(path: Path, data: Any) -> None:
 def write_all(
     out_dir: str | Path,
     config: BenchConfig,
-    results: Iterable[RunResult],
+    results: Sequence[RunResult],
     summaries: Sequence[RunSummary],
     goodput: Mapping[str, float | None] | None,
     models: Mapping[str, str],
@@ -107,7 +105,6 @@ def write_all(
     """Write the four files; returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    results = list(results)
     paths = [out / n for n in ("records.json", "records.csv", "summary.json", "summary.csv")]
     write_json(paths[0], [record_row(r, rec, full=True) for r in results for rec in r.records])
     write_csv(paths[1], [record_row(r, rec, full=False) for r in results for rec in r.records])

@@ -41,7 +41,7 @@ def _load(s: RunSummary) -> str:
 # Columns of the results table: (header, cell).
 COLUMNS: tuple[tuple[str, Callable[[RunSummary], str]], ...] = (
     ("target", lambda s: s.target),
-    ("load", lambda s: _load(s)),
+    ("load", _load),
     ("ok/n", lambda s: f"{s.n_ok}/{s.n}"),
     ("req/s", lambda s: _num(s.req_per_s)),
     ("out tok/s", lambda s: _num(s.output_tok_per_s, "{:.1f}")),

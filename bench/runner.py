@@ -18,7 +18,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from tqdm import tqdm
@@ -37,53 +37,41 @@ class RunLimits:
     max_inflight: int = 1024
 
 
-class _Sessions:
-    """Chains the turns of each session: each turn waits for the one dispatched before it."""
-
-    def __init__(self) -> None:
-        self._last: dict[str, asyncio.Future[None]] = {}
-
-    def claim(self, spec: RequestSpec) -> tuple[asyncio.Future[None] | None, asyncio.Future[None] | None]:
-        """(future to await before sending, future to resolve when done); both ``None`` without a session."""
-        if spec.session_id is None:
-            return None, None
-        prev = self._last.get(spec.session_id)
-        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._last[spec.session_id] = mine
-        return prev, mine
-
-
-async def _one(send: SendFn, spec: RequestSpec, start: float, sessions: _Sessions) -> RequestRecord:
-    prev, mine = sessions.claim(spec)
+async def _one(
+    send: SendFn, spec: RequestSpec, start: float, last_turns: dict[str, asyncio.Future[None]]
+) -> RequestRecord:
+    """Send ``spec`` once the turn dispatched before it in its session (``last_turns``) has finished."""
+    if spec.session_id is None:
+        return await send(spec, start)
+    prev = last_turns.get(spec.session_id)
+    mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    last_turns[spec.session_id] = mine
     try:
         if prev is not None:
             await asyncio.shield(prev)
         return await send(spec, start)
     finally:
-        if mine is not None and not mine.done():
-            mine.set_result(None)
+        mine.set_result(None)
 
 
-def _cancelled(spec: RequestSpec, start: float, clock: Callable[[], float]) -> RequestRecord:
+def _outcome(
+    task: asyncio.Task[RequestRecord], spec: RequestSpec, start: float, clock: Callable[[], float]
+) -> RequestRecord:
+    """The task's record, or an error record when it was cancelled or its send raised."""
+    if task.cancelled():
+        error = "cancelled at the run's time limit"
+    elif (exc := task.exception()) is not None:  # a send that broke its contract; keep the run going
+        error = f"{type(exc).__name__}: {exc}"
+    else:
+        return task.result()
     return RequestRecord(
         request_id=spec.request_id,
         sent_s=clock() - start,
         scheduled_s=spec.arrival_s,
         session_id=spec.session_id,
         turn=spec.turn,
-        error="cancelled at the run's time limit",
+        error=error,
     )
-
-
-def _outcome(
-    task: asyncio.Task[RequestRecord], spec: RequestSpec, start: float, clock: Callable[[], float]
-) -> RequestRecord:
-    if task.cancelled():
-        return _cancelled(spec, start, clock)
-    exc = task.exception()
-    if exc is not None:  # a send that broke its contract; keep the run going and show the error
-        return replace(_cancelled(spec, start, clock), error=f"{type(exc).__name__}: {exc}")
-    return task.result()
 
 
 async def run(
@@ -98,15 +86,14 @@ async def run(
 ) -> RunResult:
     """Run ``specs`` closed-loop with ``concurrency`` workers, or open-loop at their ``arrival_s`` when
     ``concurrency`` is ``None``. Records are returned in completion order."""
-    sessions = _Sessions()
+    last_turns: dict[str, asyncio.Future[None]] = {}
     start = clock()
     deadline = start + limits.max_duration_s
     bar = tqdm(total=len(specs), desc=f"{key.target} {key.load.label}", file=sys.stderr, disable=not progress)
     tasks: dict[asyncio.Task[RequestRecord], RequestSpec] = {}
-    records: list[RequestRecord] = []
 
     def launch(spec: RequestSpec) -> asyncio.Task[RequestRecord]:
-        task = asyncio.create_task(_one(send, spec, start, sessions))
+        task = asyncio.create_task(_one(send, spec, start, last_turns))
         tasks[task] = spec
         task.add_done_callback(lambda _t: bar.update(1))
         return task
@@ -143,10 +130,9 @@ async def run(
         for t in pending:
             t.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        for t, spec in tasks.items():
-            records.append(_outcome(t, spec, start, clock))
     finally:
         bar.close()
+    records = [_outcome(t, spec, start, clock) for t, spec in tasks.items()]
     duration = clock() - start
     records.sort(key=lambda r: r.sent_s + (r.e2e_s or 0.0))
     return RunResult(key=key, records=tuple(records), duration_s=duration, planned=len(specs))

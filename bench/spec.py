@@ -27,7 +27,7 @@ class RequestSpec:
     * ``session_id`` groups the turns of one conversation; turn ``turn`` of a session is sent only
       after turn ``turn - 1`` of the same session has finished (the runner enforces it);
     * ``arrival_s`` is the offset from the start of the run at which the request should be sent in an
-      open-loop run, or ``None`` when the load shape decides it (``load.assign_arrivals`` fills it in).
+      open-loop run, or ``None`` when the load shape decides it (``LoadShape.arrivals`` fills it in).
     """
 
     request_id: str

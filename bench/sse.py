@@ -62,8 +62,6 @@ def usage_of(chunk: dict[str, Any]) -> Usage | None:
 def error_of(chunk: dict[str, Any]) -> str | None:
     """An in-stream error object's message (vLLM and others send ``{"error": {...}}`` mid-stream)."""
     err = chunk.get("error")
-    if err is None:
-        return None
     if isinstance(err, dict):
-        return str(err.get("message") or err)
-    return str(err)
+        err = err.get("message") or err
+    return None if err is None else str(err)

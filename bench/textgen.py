@@ -21,14 +21,11 @@ VOCAB_SIZE = 4096
 def vocabulary() -> tuple[str, ...]:
     """The fixed vocabulary: ``VOCAB_SIZE`` distinct pseudo-words (deterministic, seed 0)."""
     rng = random.Random(0)
-    words: list[str] = []
-    seen: set[str] = set()
+    words: dict[str, None] = {}  # insertion-ordered set
     while len(words) < VOCAB_SIZE:
         n_syllables = rng.choice((1, 2, 2, 3))
-        word = "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS) for _ in range(n_syllables))
-        if word not in seen:
-            seen.add(word)
-            words.append(word)
+        syllables = (rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS) for _ in range(n_syllables))
+        words.setdefault("".join(syllables))
     return tuple(words)
 
 

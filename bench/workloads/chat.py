@@ -20,22 +20,15 @@ from bench.textgen import TextGen
 from bench.workloads import WorkloadParams, register
 
 
-def _session_count(params: WorkloadParams) -> int:
-    if params.sessions is not None:
-        return params.sessions
-    return max(1, math.ceil(params.num_requests / params.turns))
-
-
 @register("chat")
 def chat(params: WorkloadParams, seed: int) -> Iterator[RequestSpec]:
     system = Message("system", TextGen(random.Random(f"{seed}:chat:system")).words(params.system_words))
-    n_sessions = _session_count(params)
+    n_sessions = params.sessions or math.ceil(params.num_requests / params.turns)
     # One rng per session: a session's text does not depend on how many other sessions there are.
     gens = [TextGen(random.Random(f"{seed}:chat:session:{i}")) for i in range(n_sessions)]
     histories: list[list[Message]] = [[system] for _ in range(n_sessions)]
     for turn in range(params.turns):
-        for i, gen in enumerate(gens):
-            history = histories[i]
+        for i, (gen, history) in enumerate(zip(gens, histories, strict=True)):
             history.append(Message("user", gen.words(params.user_words)))
             yield RequestSpec(
                 request_id=f"chat-s{i}-t{turn}",

@@ -23,8 +23,7 @@ def mix(params: WorkloadParams, seed: int) -> Iterator[RequestSpec]:
     weights = dict(parts)
     rng = random.Random(f"{seed}:mix")
     while weights:
-        names = list(weights)
-        name = rng.choices(names, weights=[weights[n] for n in names])[0]
+        name = rng.choices(list(weights), weights=list(weights.values()))[0]
         spec = next(streams[name], None)
         if spec is None:
             del weights[name]
