@@ -188,13 +188,18 @@ def parse_mix(text: str) -> tuple[tuple[str, float], ...]:
     return tuple(parts)
 
 
+def _option(kind: str) -> str:
+    """The command-line option that sweeps the ``kind`` load shape (``--burst-size`` for ``burst``)."""
+    return "--" + SWEEP_FLAGS[kind].replace("_", "-")
+
+
 def _load_points(ns: argparse.Namespace) -> tuple[LoadPoint, ...]:
     given = [kind for kind, flag in SWEEP_FLAGS.items() if getattr(ns, flag) is not None]
     kind = ns.load or (given[0] if len(given) == 1 else "closed")
     if ns.load is None and len(given) > 1:
-        raise ValueError(f"give one swept flag, got {', '.join('--' + SWEEP_FLAGS[k] for k in given)}")
+        raise ValueError(f"give one swept flag, got {', '.join(_option(k) for k in given)}")
     if any(k != kind for k in given):
-        raise ValueError(f"--load {kind} does not use --{SWEEP_FLAGS[given[0]].replace('_', '-')}")
+        raise ValueError(f"--load {kind} does not use {_option(given[0])}")
     flag = SWEEP_FLAGS[kind]
     text = getattr(ns, flag) or "1"
     return tuple(LoadPoint(kind, v) for v in parse_values(text, flag.replace("_", "-")))

@@ -47,6 +47,8 @@ def test_conflicting_sweeps_are_refused() -> None:
         config("--rate", "1", "--concurrency", "2")
     with pytest.raises(ValueError, match="does not use"):
         config("--load", "closed", "--rate", "1")
+    with pytest.raises(ValueError, match=r"one swept flag, got --rate, --burst-size$"):
+        config("--rate", "1", "--burst-size", "8")  # options as they are typed, not as argparse stores them
 
 
 def test_main_returns_2_on_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
